@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+SCOPE_INFERENCE = "inference"
+SCOPE_MODERATION = "moderation"
+SCOPE_USAGE_READ = "usage:read"
+SCOPE_KEYS_MANAGE = "keys:manage"
+ALL_SCOPES = (SCOPE_INFERENCE, SCOPE_MODERATION, SCOPE_USAGE_READ, SCOPE_KEYS_MANAGE)
+
+
+def default_scopes() -> list[str]:
+    return [SCOPE_INFERENCE, SCOPE_MODERATION, SCOPE_USAGE_READ]
+
+
+class Account(models.Model):
+    """Who pays. Owns API keys; holds the default limits its keys inherit."""
+
+    name = models.CharField(max_length=200, unique=True)
+    contact_email = models.EmailField(blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    requests_per_minute = models.PositiveIntegerField(default=60)
+    tokens_per_minute = models.PositiveIntegerField(default=100_000)
+    daily_token_quota = models.PositiveBigIntegerField(null=True, blank=True, help_text="Empty: unlimited.")
+    monthly_token_quota = models.PositiveBigIntegerField(null=True, blank=True, help_text="Empty: unlimited.")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ApiKey(models.Model):
+    """An API key, stored as a lookup id and a hash; the plaintext is shown once at creation."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="keys")
+    name = models.CharField(max_length=200, blank=True)
+    lookup_id = models.CharField(max_length=32, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    last_four = models.CharField(max_length=4, editable=False)
+    scopes = models.JSONField(default=default_scopes)
+    allowed_models = models.JSONField(default=list, blank=True, help_text="Empty: every model.")
+    allowed_endpoints = models.JSONField(default=list, blank=True, help_text="Empty: every endpoint.")
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    suspended_at = models.DateTimeField(null=True, blank=True)
+    # Per-key overrides of the account's limits; empty means "inherit".
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    daily_token_quota = models.PositiveBigIntegerField(null=True, blank=True)
+    monthly_token_quota = models.PositiveBigIntegerField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.name or 'key'} (…{self.last_four})"
+
+    @property
+    def display(self) -> str:
+        return f"sk-sluice-{self.lookup_id}…{self.last_four}"
+
+    def effective_requests_per_minute(self) -> int:
+        return self.requests_per_minute if self.requests_per_minute is not None else self.account.requests_per_minute
+
+    def effective_tokens_per_minute(self) -> int:
+        return self.tokens_per_minute if self.tokens_per_minute is not None else self.account.tokens_per_minute
+
+    def refusal_reason(self, now) -> str | None:
+        """Why this key may not be used now, or None when it may."""
+        if self.revoked_at is not None and self.revoked_at <= now:
+            return "This API key has been revoked."
+        if self.expires_at is not None and self.expires_at <= now:
+            return "This API key has expired."
+        if self.suspended_at is not None:
+            return "This API key is suspended."
+        if not self.account.is_active:
+            return "This account is inactive."
+        return None
+
+
+class UsageRecord(models.Model):
+    """One row per keyed request: what it asked, what it was charged, how it ended."""
+
+    PENDING = "pending"
+    SETTLED = "settled"
+    STATES = [(PENDING, "pending"), (SETTLED, "settled")]
+
+    request_id = models.CharField(max_length=64, unique=True)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="usage")
+    api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="usage")
+    endpoint = models.CharField(max_length=64)
+    model = models.CharField(max_length=200, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    reserved_tokens = models.PositiveIntegerField(default=0)
+    state = models.CharField(max_length=16, choices=STATES, default=PENDING)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=32, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["account", "created_at"]),
+            models.Index(fields=["api_key", "created_at"]),
+            models.Index(fields=["state", "created_at"]),
+        ]
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens

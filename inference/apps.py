@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class InferenceConfig(AppConfig):
+    name = "inference"
+    # No model loading here: the engine loads lazily on first use (see inference/engine.py).

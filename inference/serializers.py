@@ -1,0 +1,104 @@
+"""Request shapes of the OpenAI-compatible endpoints (what vLLM calls its ``protocol``)."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+class StringOrListField(serializers.Field):
+    """A string, or a list of strings (OpenAI's ``stop`` and ``prompt``)."""
+
+    def __init__(self, *, max_items: int, **kwargs):
+        self.max_items = max_items
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            return [data]
+        if isinstance(data, list) and all(isinstance(item, str) for item in data):
+            if len(data) > self.max_items:
+                raise serializers.ValidationError(f"At most {self.max_items} items are allowed.")
+            return data
+        raise serializers.ValidationError("Must be a string or a list of strings.")
+
+    def to_representation(self, value):
+        return value
+
+
+class MessageContentField(serializers.Field):
+    """A message's content: a string, or a list of ``{"type": "text", "text": ...}`` parts."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            return data
+        if isinstance(data, list):
+            texts = []
+            for part in data:
+                if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                    raise serializers.ValidationError("Only text content parts are supported.")
+                texts.append(part["text"])
+            return "".join(texts)
+        raise serializers.ValidationError("Must be a string or a list of text parts.")
+
+    def to_representation(self, value):
+        return value
+
+
+class MessageSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=ROLES)
+    content = MessageContentField()
+    name = serializers.CharField(required=False, max_length=64)
+
+
+class StreamOptionsSerializer(serializers.Serializer):
+    include_usage = serializers.BooleanField(required=False, default=False)
+
+
+class GenerationOptionsSerializer(serializers.Serializer):
+    """The sampling fields shared by chat and text completions."""
+
+    model = serializers.CharField()
+    max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    temperature = serializers.FloatField(required=False, default=1.0, min_value=0.0, max_value=2.0)
+    top_p = serializers.FloatField(required=False, default=1.0, min_value=0.0, max_value=1.0)
+    stop = StringOrListField(required=False, allow_null=True, max_items=4)
+    seed = serializers.IntegerField(required=False, allow_null=True)
+    stream = serializers.BooleanField(required=False, default=False)
+    stream_options = StreamOptionsSerializer(required=False, allow_null=True)
+    user = serializers.CharField(required=False, allow_blank=True, max_length=256)
+    n = serializers.IntegerField(required=False, default=1)
+    # vLLM extensions, so a benchmark can ask for exactly N tokens.
+    min_tokens = serializers.IntegerField(required=False, default=0, min_value=0)
+    ignore_eos = serializers.BooleanField(required=False, default=False)
+
+    def validate_n(self, value):
+        if value != 1:
+            raise serializers.ValidationError("Only n=1 is supported.")
+        return value
+
+    def validate_top_p(self, value):
+        if value <= 0:
+            raise serializers.ValidationError("Must be greater than 0.")
+        return value
+
+
+class ChatCompletionRequestSerializer(GenerationOptionsSerializer):
+    messages = MessageSerializer(many=True, allow_empty=False)
+    max_completion_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+
+
+class CompletionRequestSerializer(GenerationOptionsSerializer):
+    prompt = StringOrListField(max_items=1)
+
+
+class GenerateRequestSerializer(serializers.Serializer):
+    """The original Flask example's contract: ``{"text": ...}`` in, ``{"text": ...}`` out."""
+
+    text = serializers.CharField(trim_whitespace=False)
+    max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+
+
+class GenerateResponseSerializer(serializers.Serializer):
+    text = serializers.CharField()

@@ -1,0 +1,222 @@
+"""Generation services: validate a request against the model, admit it, run it, settle its usage.
+
+Views call one function here; nothing here knows about HTTP beyond raising ApiError.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from accounts.models import ApiKey
+from accounts.services import AccessRefused, Admission, key_check_access, request_admit, request_settle
+from inference.engine import Engine, EngineBusy, TextStream, get_engine
+from inference.sampling import SamplingParams
+from platform.errors import ApiError
+
+ENDPOINT_CHAT = "chat.completions"
+ENDPOINT_COMPLETIONS = "completions"
+ENDPOINT_GENERATE = "generate"
+
+# What the model reports, as OpenAI clients understand it.
+_PUBLIC_FINISH_REASONS = {"stop": "stop", "length": "length", "timeout": "length", "cancelled": "stop"}
+
+
+@dataclass(frozen=True)
+class GenerationJob:
+    endpoint: str
+    model: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    include_usage: bool = False
+
+
+@dataclass
+class Generated:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def usage(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+
+def _check_model(engine: Engine, model: str) -> None:
+    if model != engine.model_id:
+        raise ApiError(
+            f"The model '{model}' does not exist. Available: {engine.model_id}.",
+            param="model",
+            code="model_not_found",
+        )
+
+
+def _sampling_params(data: dict, *, max_tokens: int | None) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=data.get("temperature", 1.0),
+        top_p=data.get("top_p", 1.0),
+        seed=data.get("seed"),
+        stop=tuple(data.get("stop") or ()),
+        min_tokens=data.get("min_tokens", 0),
+        ignore_eos=data.get("ignore_eos", False),
+    )
+
+
+def _resolve_max_tokens(requested: int | None, default: int, *, param: str) -> int:
+    max_tokens = default if requested is None else requested
+    if max_tokens > settings.SLUICE_MAX_NEW_TOKENS:
+        raise ApiError(
+            f"{param} is {max_tokens}, above this server's limit of {settings.SLUICE_MAX_NEW_TOKENS}.",
+            param=param,
+            code="invalid_value",
+        )
+    return max_tokens
+
+
+def _check_lengths(engine: Engine, prompt_ids: list[int], params: SamplingParams, *, param: str) -> None:
+    if not prompt_ids:
+        raise ApiError("The prompt is empty.", param=param, code="invalid_value")
+    if len(prompt_ids) > settings.SLUICE_MAX_PROMPT_TOKENS:
+        raise ApiError(
+            f"The prompt has {len(prompt_ids)} tokens, above this server's limit of "
+            f"{settings.SLUICE_MAX_PROMPT_TOKENS}.",
+            param=param,
+            code="context_length_exceeded",
+        )
+    if len(prompt_ids) + params.max_tokens > engine.context_window:
+        raise ApiError(
+            f"This model's maximum context length is {engine.context_window} tokens; you requested "
+            f"{len(prompt_ids) + params.max_tokens} ({len(prompt_ids)} in the prompt, {params.max_tokens} "
+            "for the completion). Shorten the prompt or lower max_tokens.",
+            param=param,
+            code="context_length_exceeded",
+        )
+    if params.min_tokens > params.max_tokens:
+        raise ApiError("min_tokens must not exceed max_tokens.", param="min_tokens", code="invalid_value")
+
+
+def job_for_chat(*, data: dict) -> GenerationJob:
+    engine = get_engine()
+    _check_model(engine, data["model"])
+    requested = data.get("max_completion_tokens") or data.get("max_tokens")
+    param = "max_completion_tokens" if data.get("max_completion_tokens") else "max_tokens"
+    max_tokens = _resolve_max_tokens(requested, settings.SLUICE_DEFAULT_MAX_TOKENS, param=param)
+    params = _sampling_params(data, max_tokens=max_tokens)
+    messages = [{"role": message["role"], "content": message["content"]} for message in data["messages"]]
+    prompt_ids = engine.encode_chat(messages)
+    _check_lengths(engine, prompt_ids, params, param="messages")
+    include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
+    return GenerationJob(ENDPOINT_CHAT, data["model"], prompt_ids, params, include_usage)
+
+
+def job_for_completion(*, data: dict) -> GenerationJob:
+    engine = get_engine()
+    _check_model(engine, data["model"])
+    max_tokens = _resolve_max_tokens(data.get("max_tokens"), 16, param="max_tokens")  # OpenAI's default
+    params = _sampling_params(data, max_tokens=max_tokens)
+    prompt_ids = engine.encode(data["prompt"][0])
+    _check_lengths(engine, prompt_ids, params, param="prompt")
+    include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
+    return GenerationJob(ENDPOINT_COMPLETIONS, data["model"], prompt_ids, params, include_usage)
+
+
+def job_for_generate(*, data: dict) -> GenerationJob:
+    """The Flask example's contract: the text is the user's message, the reply is the assistant's."""
+    engine = get_engine()
+    max_tokens = _resolve_max_tokens(data.get("max_tokens"), settings.SLUICE_DEFAULT_MAX_TOKENS, param="max_tokens")
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+    prompt_ids = engine.encode_chat([{"role": "user", "content": data["text"]}])
+    _check_lengths(engine, prompt_ids, params, param="text")
+    return GenerationJob(ENDPOINT_GENERATE, engine.model_id, prompt_ids, params)
+
+
+@dataclass
+class RunningGeneration:
+    """An admitted generation whose text is being produced. Iterate ``pieces()``; then read ``result``."""
+
+    job: GenerationJob
+    admission: Admission
+    text_stream: TextStream
+    headers: dict[str, str]
+    result: Generated | None = None
+    _pieces: list[str] = field(default_factory=list)
+
+    def pieces(self) -> Iterator[str]:
+        status_code, error_code = 200, ""
+        try:
+            for piece in self.text_stream:
+                self._pieces.append(piece)
+                yield piece
+            if self.text_stream.finish_reason == "error":
+                status_code, error_code = 500, "engine_error"
+        finally:
+            # Runs when the stream ends, fails, or the client disconnects (the generator is closed):
+            # charge exactly what the model generated.
+            reason = self.text_stream.finish_reason or "cancelled"
+            if reason == "cancelled" and status_code == 200:
+                status_code, error_code = 499, "client_disconnected"
+            self.result = Generated(
+                text="".join(self._pieces),
+                finish_reason=_PUBLIC_FINISH_REASONS.get(reason, reason),
+                prompt_tokens=len(self.job.prompt_ids),
+                completion_tokens=self.text_stream.completion_tokens,
+            )
+            request_settle(
+                admission=self.admission,
+                prompt_tokens=self.result.prompt_tokens,
+                completion_tokens=self.result.completion_tokens,
+                status_code=status_code,
+                finish_reason=reason,
+                error_code=error_code,
+            )
+
+
+def generation_start(*, key: ApiKey, request_id: str, job: GenerationJob) -> RunningGeneration:
+    """Admit the job (limits, quota, usage row) and start it on the engine."""
+    try:
+        key_check_access(key=key, model=job.model, endpoint=job.endpoint)
+    except AccessRefused as refused:
+        raise ApiError(str(refused), status_code=403, type="permission_error", code="model_not_allowed", param="model")
+    engine = get_engine()
+    admission = request_admit(
+        key=key,
+        request_id=request_id,
+        endpoint=job.endpoint,
+        model=job.model,
+        prompt_tokens=len(job.prompt_ids),
+        max_tokens=job.params.max_tokens,
+    )
+    deadline = time.monotonic() + settings.SLUICE_REQUEST_TIMEOUT_S
+    try:
+        text_stream = engine.stream(job.prompt_ids, job.params, deadline=deadline)
+    except EngineBusy:
+        request_settle(
+            admission=admission, prompt_tokens=0, completion_tokens=0, status_code=503, error_code="engine_overloaded"
+        )
+        raise ApiError(
+            "The engine is currently overloaded; retry shortly.",
+            status_code=503,
+            type="server_error",
+            code="engine_overloaded",
+            headers={"Retry-After": "1", **admission.headers},
+        ) from None
+    return RunningGeneration(job=job, admission=admission, text_stream=text_stream, headers=admission.headers)
+
+
+def generation_complete(*, key: ApiKey, request_id: str, job: GenerationJob) -> tuple[Generated, dict[str, str]]:
+    """Run a job to the end (non-streaming)."""
+    running = generation_start(key=key, request_id=request_id, job=job)
+    for _ in running.pieces():
+        pass
+    if running.text_stream.finish_reason == "error":
+        raise ApiError("The model failed while generating.", status_code=500, type="server_error", code="engine_error")
+    return running.result, running.headers

@@ -1,0 +1,65 @@
+"""A local transformers model behind the Engine interface, its decoding shared by concurrent requests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from django.conf import settings
+
+from inference.engine import Engine, EngineBusy
+from inference.model_files import load_model_and_tokenizer, model_source_from_settings
+from inference.sampling import SamplingParams
+
+
+class TransformersEngine(Engine):
+    def __init__(self, *, model, tokenizer, model_id: str, max_batch_size: int, max_queue: int):
+        from inference.scheduler import BatchScheduler
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.context_window = int(getattr(model.config, "max_position_embeddings", 2048))
+        eos_ids = {tokenizer.eos_token_id}
+        if isinstance(model.generation_config.eos_token_id, int):
+            eos_ids.add(model.generation_config.eos_token_id)
+        elif model.generation_config.eos_token_id:
+            eos_ids.update(model.generation_config.eos_token_id)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.scheduler = BatchScheduler(
+            model, eos_token_ids=eos_ids, pad_token_id=pad_id, max_batch_size=max_batch_size, max_queue=max_queue
+        )
+
+    @classmethod
+    def from_settings(cls) -> "TransformersEngine":
+        import torch
+
+        source = model_source_from_settings(settings.SLUICE_MODEL_PATH, settings.SLUICE_MODEL_GGUF_FILE)
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[settings.SLUICE_MODEL_DTYPE]
+        model, tokenizer = load_model_and_tokenizer(source, dtype=dtype, cache_dir=settings.SLUICE_MODEL_CACHE_DIR)
+        return cls(
+            model=model,
+            tokenizer=tokenizer,
+            model_id=settings.SLUICE_MODEL_ID,
+            max_batch_size=settings.SLUICE_MAX_BATCH_SIZE,
+            max_queue=settings.SLUICE_MAX_QUEUE,
+        )
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def encode_chat(self, messages: list[dict]) -> list[int]:
+        return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams, *, deadline: float | None = None):
+        from inference.scheduler import QueueFull
+
+        try:
+            return self.scheduler.submit(prompt_ids, params, deadline=deadline)
+        except QueueFull as full:
+            raise EngineBusy(str(full)) from None
+
+    def stats(self) -> dict:
+        return self.scheduler.stats()

@@ -1,0 +1,11 @@
+from rest_framework.routers import SimpleRouter
+
+from inference import views
+
+router = SimpleRouter(trailing_slash=False)
+router.register("v1/chat/completions", views.ChatCompletionViewSet, basename="chat-completion")
+router.register("v1/completions", views.CompletionViewSet, basename="completion")
+router.register("v1/models", views.ModelViewSet, basename="model")
+router.register("generate", views.GenerateViewSet, basename="generate")
+
+urlpatterns = router.urls

@@ -1,0 +1,131 @@
+"""Thin DRF viewsets: validate the body, call one service, serialize the result."""
+
+from __future__ import annotations
+
+from django.db import connection
+from drf_spectacular.utils import extend_schema
+from rest_framework import viewsets
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.authentication import HasScope
+from accounts.metering import MeteredViewMixin
+from accounts.models import SCOPE_INFERENCE
+from inference import responses, serializers, services
+from inference.engine import engine_status, get_engine, warm_up_in_background
+from inference.streaming import sse_chunks, sse_response
+from platform.errors import ApiError
+
+
+class GenerationViewSet(MeteredViewMixin, viewsets.ViewSet):
+    """Shared by the generation endpoints; subclasses name their serializer, job builder and body shapes."""
+
+    permission_classes = [HasScope]
+    required_scope = SCOPE_INFERENCE
+    request_serializer = None
+    build_job = None
+    whole_body = None
+    stream_chunks = None
+
+    def create(self, request):
+        serializer = self.request_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        job = type(self).build_job(data=serializer.validated_data)
+        if serializer.validated_data.get("stream"):
+            running = services.generation_start(key=request.auth, request_id=request.request_id, job=job)
+            request._request.usage_opened = True
+            return sse_response(sse_chunks(type(self).stream_chunks(running)), headers=running.headers)
+        request._request.usage_opened = True
+        result, headers = services.generation_complete(key=request.auth, request_id=request.request_id, job=job)
+        return Response(type(self).whole_body(result, model=job.model), headers=headers)
+
+
+@extend_schema(request=serializers.ChatCompletionRequestSerializer, responses=dict, tags=["generation"])
+class ChatCompletionViewSet(GenerationViewSet):
+    usage_endpoint = services.ENDPOINT_CHAT
+    request_serializer = serializers.ChatCompletionRequestSerializer
+    build_job = services.job_for_chat
+    whole_body = responses.chat_completion_body
+    stream_chunks = responses.chat_completion_chunks
+
+
+@extend_schema(request=serializers.CompletionRequestSerializer, responses=dict, tags=["generation"])
+class CompletionViewSet(GenerationViewSet):
+    usage_endpoint = services.ENDPOINT_COMPLETIONS
+    request_serializer = serializers.CompletionRequestSerializer
+    build_job = services.job_for_completion
+    whole_body = responses.text_completion_body
+    stream_chunks = responses.text_completion_chunks
+
+
+@extend_schema(
+    request=serializers.GenerateRequestSerializer, responses=serializers.GenerateResponseSerializer, tags=["generation"]
+)
+class GenerateViewSet(MeteredViewMixin, viewsets.ViewSet):
+    """``POST /generate``: the original Flask example's contract, keyed and metered like the rest."""
+
+    permission_classes = [HasScope]
+    required_scope = SCOPE_INFERENCE
+    usage_endpoint = services.ENDPOINT_GENERATE
+
+    def create(self, request):
+        serializer = serializers.GenerateRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        job = services.job_for_generate(data=serializer.validated_data)
+        request._request.usage_opened = True
+        result, headers = services.generation_complete(key=request.auth, request_id=request.request_id, job=job)
+        return Response({"text": result.text}, headers=headers)
+
+
+@extend_schema(tags=["models"], responses=dict)
+class ModelViewSet(viewsets.ViewSet):
+    """``GET /v1/models``, in OpenAI's list shape."""
+
+    lookup_value_regex = r"[^/]+"
+
+    @staticmethod
+    def _model_object(model_id: str) -> dict:
+        return {"id": model_id, "object": "model", "created": 0, "owned_by": "sluice"}
+
+    def list(self, request):
+        return Response({"object": "list", "data": [self._model_object(get_engine().model_id)]})
+
+    def retrieve(self, request, pk=None):
+        model_id = get_engine().model_id
+        if pk != model_id:
+            raise ApiError(f"The model '{pk}' does not exist.", status_code=404, param="model", code="model_not_found")
+        return Response(self._model_object(model_id))
+
+
+class HealthView(APIView):
+    """``GET /healthz``: the process is up."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(tags=["health"], responses=dict)
+    def get(self, request):
+        return Response({"status": "ok"})
+
+
+class ReadyView(APIView):
+    """``GET /readyz``: the model is loaded and the database answers. Starts loading the model if nobody has."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(tags=["health"], responses=dict)
+    def get(self, request):
+        model = engine_status()
+        if model == "not loaded":
+            warm_up_in_background()
+            model = "loading"
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            database = "ok"
+        except Exception as error:  # any database failure means "not ready", never a 500
+            database = f"error: {type(error).__name__}"
+        ready = model == "ready" and database == "ok"
+        return Response({"ready": ready, "model": model, "database": database}, status=200 if ready else 503)

@@ -1,0 +1,112 @@
+"""One error format for the whole API: OpenAI's ``{"error": {"message", "type", "param", "code"}}``.
+
+DRF exceptions raised in views pass through ``api_exception_handler``; Django's own 404/500 (paths outside
+DRF, crashes) go through ``not_found`` and ``server_error``, so a client never sees an HTML error page.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(exceptions.APIException):
+    """An error with OpenAI's fields. Raise it from services; the handler renders it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = status.HTTP_400_BAD_REQUEST,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(detail=message)
+        self.status_code = status_code
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+
+def error_body(message: str, *, type: str, code: str | None = None, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def _first_validation_error(detail, path: str = "") -> tuple[str | None, str]:
+    """DRF nests errors by field; OpenAI reports one, with the field's dotted path as ``param``."""
+    if isinstance(detail, dict):
+        for field, sub in detail.items():
+            name = path if field == "non_field_errors" else (f"{path}.{field}" if path else str(field))
+            return _first_validation_error(sub, name)
+    if isinstance(detail, list):
+        for index, sub in enumerate(detail):
+            if isinstance(sub, (dict, list)):
+                return _first_validation_error(sub, f"{path}[{index}]")
+            return (path or None), str(sub)
+    return (path or None), str(detail)
+
+
+_STATUS_TYPES = {
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("permission_error", "permission_denied"),
+    404: ("invalid_request_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    406: ("invalid_request_error", "not_acceptable"),
+    413: ("invalid_request_error", "request_too_large"),
+    415: ("invalid_request_error", "unsupported_media_type"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+}
+
+
+def api_exception_handler(exc, context):
+    if isinstance(exc, ApiError):
+        body = error_body(exc.message, type=exc.type, code=exc.code, param=exc.param)
+        return Response(body, status=exc.status_code, headers=exc.headers)
+    if isinstance(exc, RequestDataTooBig):
+        body = error_body("Request body is too large.", type="invalid_request_error", code="request_too_large")
+        return Response(body, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+    if isinstance(exc, exceptions.ValidationError):
+        param, message = _first_validation_error(exc.detail)
+        message = f"{param}: {message}" if param else message
+        return Response(error_body(message, type="invalid_request_error", param=param), status=400)
+    if isinstance(exc, exceptions.ParseError):
+        return Response(error_body(f"Invalid JSON body: {exc.detail}", type="invalid_request_error"), status=400)
+    if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
+        message = str(exc.detail) if isinstance(exc, exceptions.AuthenticationFailed) else (
+            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'."
+        )
+        return Response(error_body(message, type="invalid_request_error", code="invalid_api_key"), status=401)
+    if isinstance(exc, exceptions.APIException):
+        type_, code = _STATUS_TYPES.get(exc.status_code, ("invalid_request_error", None))
+        headers = {}
+        if getattr(exc, "wait", None):
+            headers["Retry-After"] = str(int(exc.wait))
+        return Response(error_body(str(exc.detail), type=type_, code=code), status=exc.status_code, headers=headers)
+    logger.exception("Unhandled error in %s", context.get("view").__class__.__name__ if context else "?")
+    return Response(error_body("The server had an error processing your request.", type="server_error"), status=500)
+
+
+def not_found(request, exception=None):
+    return JsonResponse(error_body(f"Unknown URL: {request.path}", type="invalid_request_error", code="not_found"), status=404)
+
+
+def server_error(request):
+    return JsonResponse(error_body("The server had an error processing your request.", type="server_error"), status=500)
+
+
+def bad_request(request, exception=None):
+    return JsonResponse(error_body("Bad request.", type="invalid_request_error"), status=400)
+
+
+def permission_denied(request, exception=None):
+    return JsonResponse(error_body("Permission denied.", type="permission_error"), status=403)

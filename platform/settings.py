@@ -1,0 +1,165 @@
+"""Sluice settings. Every value comes from the environment; `.env.example` lists them with defaults.
+
+With nothing set, Sluice runs on the embedded defaults: a SQLite file and a generated secret key under
+`var/`, an in-process cache (valid for one process only) and the packaged SmolLM2-135M-Instruct model.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from platform.env import (
+    cache_from_url,
+    database_from_url,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("SLUICE_VAR_DIR", str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+DEBUG = env_bool("DEBUG", False)
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'sluice.sqlite3'}")
+CACHE_URL = env_str("CACHE_URL", "locmem://")
+EMBEDDED_DEFAULTS = "DATABASE_URL" not in __import__("os").environ
+
+
+def _secret_key() -> str:
+    configured = env_str("SECRET_KEY")
+    if configured:
+        return configured
+    if not EMBEDDED_DEFAULTS and not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY is required when DATABASE_URL is set and DEBUG is off")
+    # The embedded default: generate once, keep it beside the SQLite file.
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_ratelimit",
+    "accounts",
+    "moderation",
+    "inference",
+]
+
+MIDDLEWARE = [
+    "platform.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "platform.urls"
+WSGI_APPLICATION = "platform.wsgi.application"
+ASGI_APPLICATION = "platform.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": database_from_url(DATABASE_URL)}
+CACHES = {"default": cache_from_url(CACHE_URL)}
+if CACHES["default"]["BACKEND"].endswith("LocMemCache"):
+    # The in-process cache is valid for one process only (the embedded default); django-ratelimit's
+    # check rightly refuses it for anything shared. Production sets CACHE_URL=redis://...
+    SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
+RATELIMIT_USE_CACHE = "default"
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+# The admin and API docs assets, served by the process itself (WhiteNoise), straight from the apps in tests.
+WHITENOISE_USE_FINDERS = True
+
+# Oversized bodies are refused with 413 before any parsing (DRF >= 3.17.2 honours this in request.data).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("SLUICE_MAX_BODY_BYTES", 1_048_576, minimum=1024)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "platform.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Sluice API",
+    "DESCRIPTION": "OpenAI-compatible, keyed, metered and moderated language-model API.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+}
+
+# The model. Defaults to the packaged SmolLM2-135M-Instruct GGUF (see inference/model_files.py).
+SLUICE_MODEL_ID = env_str("SLUICE_MODEL_ID", "SmolLM2-135M-Instruct")
+SLUICE_MODEL_PATH = env_str("SLUICE_MODEL_PATH", "")  # local folder or hub id; empty = packaged model
+SLUICE_MODEL_GGUF_FILE = env_str("SLUICE_MODEL_GGUF_FILE", "")
+SLUICE_MODEL_DTYPE = env_str("SLUICE_MODEL_DTYPE", "float32")
+if SLUICE_MODEL_DTYPE not in {"float32", "bfloat16"}:
+    raise ImproperlyConfigured(f"SLUICE_MODEL_DTYPE must be float32 or bfloat16, got {SLUICE_MODEL_DTYPE!r}")
+SLUICE_MODEL_CACHE_DIR = Path(env_str("SLUICE_MODEL_CACHE_DIR", str(VAR_DIR / "models")))
+SLUICE_ENGINE = env_str("SLUICE_ENGINE", "transformers")  # "transformers" or "fake" (tests, overhead benchmark)
+
+# Limits.
+SLUICE_MAX_PROMPT_TOKENS = env_int("SLUICE_MAX_PROMPT_TOKENS", 4096, minimum=1)
+SLUICE_MAX_NEW_TOKENS = env_int("SLUICE_MAX_NEW_TOKENS", 1024, minimum=1)
+SLUICE_DEFAULT_MAX_TOKENS = env_int("SLUICE_DEFAULT_MAX_TOKENS", 256, minimum=1)
+SLUICE_MAX_BATCH_SIZE = env_int("SLUICE_MAX_BATCH_SIZE", 16, minimum=1, maximum=256)
+SLUICE_MAX_QUEUE = env_int("SLUICE_MAX_QUEUE", 64, minimum=0)
+SLUICE_REQUEST_TIMEOUT_S = env_float("SLUICE_REQUEST_TIMEOUT_S", 300.0, minimum=1.0)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.request": {"level": "ERROR"}},
+}

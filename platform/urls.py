@@ -1,0 +1,19 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from inference.views import HealthView, ReadyView
+
+urlpatterns = [
+    path("", include("inference.urls")),
+    path("healthz", HealthView.as_view(), name="healthz"),
+    path("readyz", ReadyView.as_view(), name="readyz"),
+    path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = "platform.errors.bad_request"
+handler403 = "platform.errors.permission_denied"
+handler404 = "platform.errors.not_found"
+handler500 = "platform.errors.server_error"
