@@ -46,7 +46,12 @@ def _first_validation_error(detail, path: str = "") -> tuple[str | None, str]:
     """DRF nests errors by field; OpenAI reports one, with the field's dotted path as ``param``."""
     if isinstance(detail, dict):
         for field, sub in detail.items():
-            name = path if field == "non_field_errors" else (f"{path}.{field}" if path else str(field))
+            if field == "non_field_errors":
+                name = path
+            elif isinstance(field, int):
+                name = f"{path}[{field}]"
+            else:
+                name = f"{path}.{field}" if path else str(field)
             return _first_validation_error(sub, name)
     if isinstance(detail, list):
         for index, sub in enumerate(detail):

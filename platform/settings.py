@@ -110,6 +110,7 @@ USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
 # The admin and API docs assets, served by the process itself (WhiteNoise), straight from the apps in tests.
 WHITENOISE_USE_FINDERS = True
 

@@ -1,0 +1,99 @@
+"""Personas and engines for the tests.
+
+Every test runs on a fake engine unless it asks for ``real_engine`` (marked ``model``), which loads the
+packaged model once per session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from accounts.services import account_get_or_create, key_create  # noqa: E402
+from inference.engine import set_engine  # noqa: E402
+from inference.fake_engine import FakeEngine  # noqa: E402
+
+MODEL = "SmolLM2-135M-Instruct"
+
+
+@pytest.fixture(autouse=True)
+def fake_engine():
+    engine = FakeEngine(model_id=MODEL)
+    set_engine(engine)
+    yield engine
+    set_engine(None)
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(scope="session")
+def real_model_engine():
+    """The real packaged model behind the real engine, loaded once per session."""
+    from inference.transformers_engine import TransformersEngine
+
+    return TransformersEngine.from_settings()
+
+
+@pytest.fixture
+def real_engine(real_model_engine):
+    set_engine(real_model_engine)
+    yield real_model_engine
+
+
+@pytest.fixture
+def account(db):
+    return account_get_or_create(name="acme")
+
+
+@pytest.fixture
+def api_key(account):
+    """The plaintext of a key with every scope (what a paying user holds)."""
+    return key_create(account=account, name="main").plaintext
+
+
+class Api:
+    """A client that speaks JSON to the API with a bearer key, through the real middleware stack."""
+
+    def __init__(self, client, key: str | None):
+        self.client = client
+        self.key = key
+
+    def _headers(self, extra):
+        headers = {"HTTP_AUTHORIZATION": f"Bearer {self.key}"} if self.key else {}
+        headers.update(extra)
+        return headers
+
+    def post(self, path, body=None, *, raw: bytes | None = None, **extra):
+        data = raw if raw is not None else json.dumps(body if body is not None else {})
+        return self.client.post(path, data=data, content_type="application/json", **self._headers(extra))
+
+    def get(self, path, **extra):
+        return self.client.get(path, **self._headers(extra))
+
+
+@pytest.fixture
+def api(client, api_key):
+    return Api(client, api_key)
+
+
+@pytest.fixture
+def anonymous(client):
+    return Api(client, None)
+
+
+def sse_payloads(response) -> list:
+    """The JSON payloads of an SSE response, and the final "[DONE]" marker as a string."""
+    body = b"".join(response.streaming_content).decode()
+    events = [line[len("data: ") :] for line in body.split("\n\n") if line.startswith("data: ")]
+    return [event if event == "[DONE]" else json.loads(event) for event in events]
