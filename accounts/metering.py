@@ -1,31 +1,47 @@
-"""Every keyed request leaves one usage row, whatever its outcome."""
+"""What every keyed response gets: a usage row, whatever the outcome, and the rate-limit headers."""
 
 from __future__ import annotations
 
+from accounts import limits
 from accounts.models import ApiKey
 from accounts.services import usage_record_refused
 
 
 class MeteredViewMixin:
-    """For DRF views: a keyed request that ended without opening its own usage row (bad input, refused by a
-    limit, an error) still gets one, charged nothing. Views that admit a request open and settle their row
-    through accounts.services and set ``request.usage_opened``."""
+    """For DRF views serving keyed requests.
+
+    A request that ended without opening its own usage row (bad input, refused by a limit, an error) still
+    gets one, charged nothing. Views whose successful requests open and settle their own row through
+    accounts.services (``request_admit``/``request_settle``) set ``opens_usage``.
+    """
 
     usage_endpoint: str = ""
+    opens_usage: bool = False
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
         key = getattr(request, "_auth", None)
-        if isinstance(key, ApiKey) and not getattr(request._request, "usage_opened", False):
+        if not isinstance(key, ApiKey):
+            return response
+        django_request = request._request
+        if response.status_code >= 400 or not self.opens_usage:
             error_code = ""
             data = getattr(response, "data", None)
             if isinstance(data, dict) and isinstance(data.get("error"), dict):
                 error_code = data["error"].get("code") or data["error"].get("type") or ""
             usage_record_refused(
                 key=key,
-                request_id=request._request.request_id,
+                request_id=django_request.request_id,
                 endpoint=self.usage_endpoint,
                 status_code=response.status_code,
                 error_code=error_code,
             )
+        add_limit_headers(response, key=key, request=django_request)
         return response
+
+
+def add_limit_headers(response, *, key: ApiKey, request) -> None:
+    requests_state = getattr(request, "ratelimit_requests", None)
+    tokens_state = None if "x-ratelimit-limit-tokens" in response else limits.tokens_peek(key=key)
+    for name, value in limits.limit_headers(requests=requests_state, tokens=tokens_state).items():
+        response[name] = value

@@ -96,6 +96,8 @@ class UsageRecord(models.Model):
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     reserved_tokens = models.PositiveIntegerField(default=0)
+    # The quota counters this request reserved from, settled together when it ends.
+    quota_counter_ids = models.JSONField(default=list, blank=True)
     state = models.CharField(max_length=16, choices=STATES, default=PENDING)
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     finish_reason = models.CharField(max_length=32, blank=True)
@@ -114,3 +116,36 @@ class UsageRecord(models.Model):
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+class QuotaCounter(models.Model):
+    """Tokens granted, used and reserved in one quota period (a UTC day or month) for an account or a key.
+
+    Changed only by conditional UPDATEs (see accounts/quotas.py), so concurrent requests on any number of
+    workers can never take it below zero: remaining = granted - used - reserved.
+    """
+
+    DAY = "day"
+    MONTH = "month"
+    PERIODS = [(DAY, "day"), (MONTH, "month")]
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="quota_counters")
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, null=True, blank=True, related_name="quota_counters")
+    scope = models.CharField(max_length=64, help_text="account:<id> or key:<id>")
+    period = models.CharField(max_length=8, choices=PERIODS)
+    period_start = models.DateField()
+    granted = models.PositiveBigIntegerField()
+    used = models.PositiveBigIntegerField(default=0)
+    reserved = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "period", "period_start"], name="one_counter_per_scope_period"),
+        ]
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.granted - self.used - self.reserved)
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.period} {self.period_start}"

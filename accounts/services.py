@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import F
 
-from accounts import clock
+from accounts import clock, limits
 from accounts.keys import hashes_match, key_generate, key_parse
 from accounts.models import ALL_SCOPES, Account, ApiKey, UsageRecord
+from accounts.quotas import QuotaExceeded, quota_reserve, quota_settle
+from platform.errors import ApiError
 
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 
@@ -75,22 +76,6 @@ def key_authenticate(*, plaintext: str) -> ApiKey:
     return key
 
 
-def usage_begin(
-    *, key: ApiKey, request_id: str, endpoint: str, model: str, prompt_tokens: int, reserve_tokens: int
-) -> UsageRecord:
-    """Open the usage row of an admitted request, before any model work."""
-    return UsageRecord.objects.create(
-        request_id=request_id,
-        account_id=key.account_id,
-        api_key=key,
-        endpoint=endpoint,
-        model=model,
-        prompt_tokens=prompt_tokens,
-        reserved_tokens=reserve_tokens,
-        created_at=clock.now(),
-    )
-
-
 def usage_settle(
     *,
     record: UsageRecord,
@@ -99,29 +84,37 @@ def usage_settle(
     status_code: int,
     finish_reason: str = "",
     error_code: str = "",
-) -> None:
-    """Close a usage row with what was really used. Settling twice changes nothing."""
+) -> bool:
+    """Close a usage row with what was really used and settle its quota reservation, in one transaction.
+
+    Settling twice changes nothing (the row's state guards it); returns whether this call settled it.
+    """
     now = clock.now()
     latency_ms = max(0, int((now - record.created_at).total_seconds() * 1000))
+    charged = min(record.reserved_tokens, prompt_tokens + completion_tokens) if record.reserved_tokens else 0
     with transaction.atomic():
         updated = UsageRecord.objects.filter(pk=record.pk, state=UsageRecord.PENDING).update(
             state=UsageRecord.SETTLED,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
-            reserved_tokens=0,
             status_code=status_code,
             finish_reason=finish_reason,
             error_code=error_code,
             latency_ms=latency_ms,
             settled_at=now,
         )
+        if updated:
+            quota_settle(counter_ids=record.quota_counter_ids, reserved=record.reserved_tokens, used=charged)
     if updated:
         record.state = UsageRecord.SETTLED
         record.prompt_tokens, record.completion_tokens = prompt_tokens, completion_tokens
+    return bool(updated)
 
 
 def usage_record_refused(*, key: ApiKey, request_id: str, endpoint: str, status_code: int, error_code: str) -> None:
-    """The row of a keyed request refused before admission (bad input, limits): charged nothing."""
+    """The row of a keyed request that was not admitted (bad input, limits): charged nothing.
+
+    Idempotent by request id: a request that was admitted and then failed keeps its settled row."""
     now = clock.now()
     UsageRecord.objects.get_or_create(
         request_id=request_id,
@@ -152,25 +145,73 @@ def key_check_access(*, key: ApiKey, model: str, endpoint: str) -> None:
 
 @dataclass
 class Admission:
-    """An admitted request: its open usage row and the rate-limit headers to send back."""
+    """An admitted request: its open usage row, its tokens-per-minute reservation, the headers to send."""
 
     record: UsageRecord
     headers: dict[str, str]
+    tokens_window: int | None = None
+
+
+def _rate_limited(message: str, state: limits.LimitState, headers: dict[str, str]) -> ApiError:
+    return ApiError(
+        message,
+        status_code=429,
+        type="tokens",
+        code="rate_limit_exceeded",
+        headers={**headers, "Retry-After": limits.retry_after(state)},
+    )
 
 
 def request_admit(
-    *, key: ApiKey, request_id: str, endpoint: str, model: str, prompt_tokens: int, max_tokens: int
+    *,
+    key: ApiKey,
+    request_id: str,
+    endpoint: str,
+    model: str,
+    prompt_tokens: int,
+    max_tokens: int,
 ) -> Admission:
-    """Admit a request before any model work: open its usage row, reserving prompt + max tokens."""
-    record = usage_begin(
-        key=key,
-        request_id=request_id,
-        endpoint=endpoint,
-        model=model,
-        prompt_tokens=prompt_tokens,
-        reserve_tokens=prompt_tokens + max_tokens,
-    )
-    return Admission(record=record, headers={})
+    """Admit a request before any model work, or refuse it with a 429 that changes nothing.
+
+    Reserves prompt + max tokens against the key's tokens-per-minute (cache) and every token quota that
+    applies (database), and opens the request's usage row in the same transaction as the quota reservation.
+    """
+    reserve = prompt_tokens + max_tokens
+    headers: dict[str, str] = {}
+    tokens_state, window = limits.tokens_reserve(key=key, tokens=reserve)
+    headers.update(limits.limit_headers(requests=None, tokens=tokens_state))
+    if tokens_state is not None and tokens_state.exceeded:
+        raise _rate_limited(
+            f"Rate limit reached for tokens per minute: limit {tokens_state.limit}, this request needs up to "
+            f"{reserve}. Retry after the window resets or lower max_tokens.",
+            tokens_state,
+            headers,
+        )
+    now = clock.now()
+    try:
+        with transaction.atomic():
+            counter_ids = quota_reserve(key=key, tokens=reserve, moment=now)
+            record = UsageRecord.objects.create(
+                request_id=request_id,
+                account_id=key.account_id,
+                api_key=key,
+                endpoint=endpoint,
+                model=model,
+                prompt_tokens=prompt_tokens,
+                reserved_tokens=reserve,
+                quota_counter_ids=counter_ids,
+                created_at=now,
+            )
+    except QuotaExceeded as exceeded:
+        limits.tokens_release(key=key, window=window, tokens=reserve)
+        raise ApiError(
+            str(exceeded),
+            status_code=429,
+            type="insufficient_quota",
+            code="insufficient_quota",
+            headers={**headers, "x-should-retry": "false"},
+        ) from None
+    return Admission(record=record, headers=headers, tokens_window=window)
 
 
 def request_settle(
@@ -182,12 +223,77 @@ def request_settle(
     finish_reason: str = "",
     error_code: str = "",
 ) -> None:
-    """Charge what was really used and release the rest of the reservation."""
-    usage_settle(
-        record=admission.record,
+    """Charge what was really used and give back the rest of the reservation (quotas and tokens/minute)."""
+    record = admission.record
+    settled = usage_settle(
+        record=record,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         status_code=status_code,
         finish_reason=finish_reason,
         error_code=error_code,
     )
+    if settled:
+        unused = record.reserved_tokens - min(record.reserved_tokens, prompt_tokens + completion_tokens)
+        limits.tokens_release(key=record.api_key, window=admission.tokens_window, tokens=unused)
+
+
+KEY_LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "daily_token_quota", "monthly_token_quota")
+
+
+def key_limits_check(*, account: Account, limits_requested: dict) -> None:
+    """A key may lower its account's limits, never raise them. Raises ValueError naming the field."""
+    for field_name, value in limits_requested.items():
+        if value is None:
+            continue
+        ceiling = getattr(account, field_name)
+        if ceiling is not None and value > ceiling:
+            raise ValueError(f"{field_name}: {value} is above the account's limit of {ceiling}.")
+
+
+def key_revoke(*, key: ApiKey) -> ApiKey:
+    """Revoke a key, irreversibly. Revoking a revoked key changes nothing."""
+    ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=clock.now())
+    key.refresh_from_db()
+    return key
+
+
+def key_rotate(*, key: ApiKey, grace_seconds: int) -> CreatedKey:
+    """A new key with the same settings; the old one keeps working for ``grace_seconds``, then expires."""
+    with transaction.atomic():
+        created = key_create(
+            account=key.account,
+            name=key.name,
+            scopes=list(key.scopes),
+            expires_at=key.expires_at,
+            allowed_models=list(key.allowed_models),
+        )
+        new = created.key
+        new.allowed_endpoints = list(key.allowed_endpoints)
+        for field_name in KEY_LIMIT_FIELDS:
+            setattr(new, field_name, getattr(key, field_name))
+        new.save()
+        grace_end = clock.now() + timedelta(seconds=grace_seconds)
+        if key.expires_at is None or key.expires_at > grace_end:
+            ApiKey.objects.filter(pk=key.pk).update(expires_at=grace_end)
+    return created
+
+
+def stale_reservations_settle(*, older_than: timedelta) -> int:
+    """Settle usage rows left pending by a killed worker: charge the prompt, refund the rest.
+
+    What the dead worker generated is unknown, so the customer gets the benefit of the doubt. Safe to run
+    at any time and concurrently: each row is settled once, by a conditional UPDATE.
+    """
+    cutoff = clock.now() - older_than
+    settled = 0
+    for record in UsageRecord.objects.filter(state=UsageRecord.PENDING, created_at__lt=cutoff).select_related("api_key"):
+        settled += usage_settle(
+            record=record,
+            prompt_tokens=record.prompt_tokens,
+            completion_tokens=0,
+            status_code=500,
+            finish_reason="abandoned",
+            error_code="worker_lost",
+        )
+    return settled

@@ -23,6 +23,7 @@ class GenerationViewSet(MeteredViewMixin, viewsets.ViewSet):
 
     permission_classes = [HasScope]
     required_scope = SCOPE_INFERENCE
+    opens_usage = True
     request_serializer = None
     build_job = None
     whole_body = None
@@ -34,9 +35,7 @@ class GenerationViewSet(MeteredViewMixin, viewsets.ViewSet):
         job = type(self).build_job(data=serializer.validated_data)
         if serializer.validated_data.get("stream"):
             running = services.generation_start(key=request.auth, request_id=request.request_id, job=job)
-            request._request.usage_opened = True
             return sse_response(sse_chunks(type(self).stream_chunks(running)), headers=running.headers)
-        request._request.usage_opened = True
         result, headers = services.generation_complete(key=request.auth, request_id=request.request_id, job=job)
         return Response(type(self).whole_body(result, model=job.model), headers=headers)
 
@@ -67,21 +66,22 @@ class GenerateViewSet(MeteredViewMixin, viewsets.ViewSet):
 
     permission_classes = [HasScope]
     required_scope = SCOPE_INFERENCE
+    opens_usage = True
     usage_endpoint = services.ENDPOINT_GENERATE
 
     def create(self, request):
         serializer = serializers.GenerateRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         job = services.job_for_generate(data=serializer.validated_data)
-        request._request.usage_opened = True
         result, headers = services.generation_complete(key=request.auth, request_id=request.request_id, job=job)
         return Response({"text": result.text}, headers=headers)
 
 
 @extend_schema(tags=["models"], responses=dict)
-class ModelViewSet(viewsets.ViewSet):
+class ModelViewSet(MeteredViewMixin, viewsets.ViewSet):
     """``GET /v1/models``, in OpenAI's list shape."""
 
+    usage_endpoint = "models"
     lookup_value_regex = r"[^/]+"
 
     @staticmethod

@@ -120,6 +120,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("SLUICE_MAX_BODY_BYTES", 1_048_576, minimu
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.throttling.KeyRequestRateThrottle"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "platform.errors.api_exception_handler",
@@ -154,6 +155,9 @@ SLUICE_MAX_NEW_TOKENS = env_int("SLUICE_MAX_NEW_TOKENS", 1024, minimum=1)
 SLUICE_DEFAULT_MAX_TOKENS = env_int("SLUICE_DEFAULT_MAX_TOKENS", 256, minimum=1)
 SLUICE_MAX_BATCH_SIZE = env_int("SLUICE_MAX_BATCH_SIZE", 16, minimum=1, maximum=256)
 SLUICE_MAX_QUEUE = env_int("SLUICE_MAX_QUEUE", 64, minimum=0)
+SLUICE_KEY_ROTATION_GRACE_S = env_int("SLUICE_KEY_ROTATION_GRACE_S", 86_400, minimum=0)
+# Pending usage rows older than this were left by a dead worker; `settle_stale_reservations` settles them.
+SLUICE_STALE_RESERVATION_S = env_int("SLUICE_STALE_RESERVATION_S", 900, minimum=60)
 SLUICE_REQUEST_TIMEOUT_S = env_float("SLUICE_REQUEST_TIMEOUT_S", 300.0, minimum=1.0)
 
 LOGGING = {

@@ -97,3 +97,49 @@ def sse_payloads(response) -> list:
     body = b"".join(response.streaming_content).decode()
     events = [line[len("data: ") :] for line in body.split("\n\n") if line.startswith("data: ")]
     return [event if event == "[DONE]" else json.loads(event) for event in events]
+
+
+class MovableClock:
+    """One injected clock for accounts (``accounts.clock.now``) and django-ratelimit's windows."""
+
+    def __init__(self, start):
+        self.current = start
+
+    def now(self):
+        return self.current
+
+    def time(self) -> float:
+        return self.current.timestamp()
+
+    def advance(self, **delta):
+        from datetime import timedelta
+
+        self.current += timedelta(**delta)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    import types
+    from datetime import datetime, timezone
+
+    import django_ratelimit.core
+
+    from accounts import clock as accounts_clock
+
+    moving = MovableClock(datetime(2026, 3, 31, 23, 58, 30, tzinfo=timezone.utc))
+    monkeypatch.setattr(accounts_clock, "now", moving.now)
+    monkeypatch.setattr(django_ratelimit.core, "time", types.SimpleNamespace(time=moving.time))
+    return moving
+
+
+def disconnect_client(response) -> None:
+    """Close a streamed response mid-way, as the server does when the client goes away.
+
+    Closing ends the request, and Django then closes the database connection; in tests that connection holds
+    the test's transaction, so keep it open (as the test client does for responses read to the end)."""
+    from unittest import mock
+
+    from django.db import connections
+
+    with mock.patch.object(connections["default"], "close_if_unusable_or_obsolete"):
+        response.close()

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from accounts.models import UsageRecord
-from tests.conftest import MODEL, sse_payloads
+from tests.conftest import MODEL, disconnect_client, sse_payloads
 
 CHAT = "/v1/chat/completions"
 
@@ -36,7 +36,7 @@ def test_every_keyed_request_leaves_one_usage_row(api, fake_engine):
     assert row.request_id == response["x-request-id"]
     assert (row.endpoint, row.model, row.status_code, row.state) == ("chat.completions", MODEL, 200, "settled")
     assert row.completion_tokens == 3 and row.prompt_tokens == response.json()["usage"]["prompt_tokens"]
-    assert row.latency_ms is not None and row.reserved_tokens == 0
+    assert row.latency_ms is not None and row.reserved_tokens == row.prompt_tokens + 256  # prompt + default max_tokens
 
 
 def test_max_tokens_ends_with_finish_reason_length(api, fake_engine):
@@ -99,7 +99,7 @@ def test_a_client_that_disconnects_mid_stream_is_charged_what_was_generated(api,
     stream = iter(response.streaming_content)
     received = [next(stream) for _ in range(5)]  # the role chunk and four pieces
     assert b'"content":"3"' in received[-1]
-    response.close()  # what the server does when the client goes away
+    disconnect_client(response)
     row = UsageRecord.objects.get()
     assert row.state == "settled" and row.completion_tokens == 4 and row.status_code == 499
     assert fake_engine.handles[0].cancelled
@@ -193,7 +193,7 @@ def test_the_engine_being_full_is_a_fast_503_with_retry_after(api, fake_engine):
     assert response["Retry-After"] == "1"
     assert response.json()["error"]["code"] == "engine_overloaded"
     row = UsageRecord.objects.get()
-    assert (row.completion_tokens, row.status_code, row.reserved_tokens) == (0, 503, 0)
+    assert (row.prompt_tokens, row.completion_tokens, row.status_code) == (0, 0, 503)
 
 
 def test_the_flask_contract_takes_text_and_returns_text(api, fake_engine):

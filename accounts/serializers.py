@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from accounts.models import ALL_SCOPES, ApiKey
+from accounts.services import KEY_LIMIT_FIELDS, key_limits_check
+
+
+class ApiKeySerializer(serializers.ModelSerializer):
+    """A key as its owner sees it: never the plaintext or its hash."""
+
+    id = serializers.CharField(source="lookup_id", read_only=True)
+    object = serializers.SerializerMethodField()
+    redacted_value = serializers.CharField(source="display", read_only=True)
+    scopes = serializers.ListField(child=serializers.ChoiceField(choices=ALL_SCOPES), required=False)
+    allowed_models = serializers.ListField(child=serializers.CharField(max_length=200), required=False)
+
+    class Meta:
+        model = ApiKey
+        fields = [
+            "id", "object", "name", "redacted_value", "scopes", "allowed_models", "created_at", "last_used_at",
+            "expires_at", "revoked_at", "suspended_at", *KEY_LIMIT_FIELDS,
+        ]
+        read_only_fields = ["created_at", "last_used_at", "revoked_at", "suspended_at"]
+        extra_kwargs = {field: {"min_value": 1, "max_value": 10**12} for field in KEY_LIMIT_FIELDS}
+
+    def get_object(self, key) -> str:
+        return "api_key"
+
+    def validate(self, attrs):
+        account = self.context["account"]
+        try:
+            key_limits_check(account=account, limits_requested={f: attrs.get(f) for f in KEY_LIMIT_FIELDS})
+        except ValueError as error:
+            field_name = str(error).split(":", 1)[0]
+            raise serializers.ValidationError({field_name: str(error).split(": ", 1)[1]}) from None
+        return attrs
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            forbidden = {"account", "account_id", "lookup_id", "secret_hash", "id"} & set(data)
+            if forbidden:
+                raise serializers.ValidationError({sorted(forbidden)[0]: "This field cannot be set through the API."})
+        return super().to_internal_value(data)
+
+
+class RotateSerializer(serializers.Serializer):
+    grace_seconds = serializers.IntegerField(required=False, min_value=0, max_value=7 * 24 * 3600)
+
+
+class UsageQuerySerializer(serializers.Serializer):
+    start_date = serializers.DateField(required=False)
+    end_date = serializers.DateField(required=False)
+
+    def validate(self, attrs):
+        if attrs.get("start_date") and attrs.get("end_date") and attrs["start_date"] > attrs["end_date"]:
+            raise serializers.ValidationError({"start_date": "Must not be after end_date."})
+        return attrs

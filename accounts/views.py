@@ -1,0 +1,103 @@
+"""``/v1/keys`` (a key with keys:manage manages its own account's keys) and ``/v1/usage``."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import Http404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from accounts.authentication import HasScope
+from accounts.metering import MeteredViewMixin
+from accounts.models import SCOPE_KEYS_MANAGE, SCOPE_USAGE_READ, ApiKey
+from accounts.reports import usage_report
+from accounts.serializers import ApiKeySerializer, RotateSerializer, UsageQuerySerializer
+from accounts.services import KEY_LIMIT_FIELDS, key_create, key_revoke, key_rotate
+
+
+@extend_schema(tags=["keys"])
+class ApiKeyViewSet(
+    MeteredViewMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
+    permission_classes = [HasScope]
+    required_scope = SCOPE_KEYS_MANAGE
+    usage_endpoint = "keys"
+    serializer_class = ApiKeySerializer
+    lookup_field = "lookup_id"
+    lookup_url_kwarg = "pk"
+    http_method_names = ["get", "post", "patch", "head", "options"]
+
+    def get_queryset(self):
+        # Another account's key ids simply do not exist here (404, never 403).
+        return ApiKey.objects.filter(account=self.request.auth.account).select_related("account").order_by("created_at")
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "account": self.request.auth.account}
+
+    def list(self, request, *args, **kwargs):
+        data = self.get_serializer(self.get_queryset(), many=True).data
+        return Response({"object": "list", "data": data})
+
+    def create(self, request):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        created = self._create(serializer.validated_data)
+        return Response({**self.get_serializer(created.key).data, "value": created.plaintext}, status=201)
+
+    def _create(self, data):
+        created = key_create(
+            account=self.request.auth.account,
+            name=data.get("name", ""),
+            scopes=data.get("scopes"),
+            expires_at=data.get("expires_at"),
+            allowed_models=data.get("allowed_models"),
+        )
+        for field_name in KEY_LIMIT_FIELDS:
+            setattr(created.key, field_name, data.get(field_name))
+        created.key.save()
+        return created
+
+    @action(detail=True, methods=["post"])
+    def revoke(self, request, pk=None):
+        return Response(self.get_serializer(key_revoke(key=self.get_object())).data)
+
+    @extend_schema(request=RotateSerializer)
+    @action(detail=True, methods=["post"])
+    def rotate(self, request, pk=None):
+        options = RotateSerializer(data=request.data)
+        options.is_valid(raise_exception=True)
+        old = self.get_object()
+        if old.revoked_at is not None:
+            raise Http404
+        grace = options.validated_data.get("grace_seconds", settings.SLUICE_KEY_ROTATION_GRACE_S)
+        created = key_rotate(key=old, grace_seconds=grace)
+        return Response({**self.get_serializer(created.key).data, "value": created.plaintext}, status=201)
+
+
+@extend_schema(
+    tags=["usage"],
+    parameters=[OpenApiParameter("start_date", str), OpenApiParameter("end_date", str)],
+    responses=dict,
+)
+class UsageViewSet(MeteredViewMixin, viewsets.ViewSet):
+    """``GET /v1/usage``: the key holder's own account, by day, key, endpoint and model."""
+
+    permission_classes = [HasScope]
+    required_scope = SCOPE_USAGE_READ
+    usage_endpoint = "usage"
+
+    def list(self, request):
+        query = UsageQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        report = usage_report(
+            since=query.validated_data.get("start_date"),
+            until=query.validated_data.get("end_date"),
+            account=request.auth.account,
+        )
+        return Response(report)
