@@ -78,6 +78,9 @@ class Api:
         data = raw if raw is not None else json.dumps(body if body is not None else {})
         return self.client.post(path, data=data, content_type="application/json", **self._headers(extra))
 
+    def patch(self, path, body, **extra):
+        return self.client.patch(path, data=json.dumps(body), content_type="application/json", **self._headers(extra))
+
     def get(self, path, **extra):
         return self.client.get(path, **self._headers(extra))
 
