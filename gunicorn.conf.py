@@ -15,7 +15,7 @@ threads = int(os.environ.get("SLUICE_THREADS", "64"))
 timeout = int(os.environ.get("SLUICE_WORKER_TIMEOUT", "120"))
 graceful_timeout = 30
 keepalive = 5
-accesslog = os.environ.get("SLUICE_ACCESS_LOG", "-")
+accesslog = os.environ.get("SLUICE_ACCESS_LOG", "-") or None  # empty: no access log
 wsgi_app = "platform.wsgi:application"
 
 
