@@ -28,7 +28,9 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 DEBUG = env_bool("DEBUG", False)
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'sluice.sqlite3'}")
 CACHE_URL = env_str("CACHE_URL", "locmem://")
-EMBEDDED_DEFAULTS = "DATABASE_URL" not in __import__("os").environ
+DATABASES = {"default": database_from_url(DATABASE_URL)}
+# The embedded default is one process on a SQLite file; anything else is a deployment and must say its secret.
+EMBEDDED_DEFAULTS = DATABASES["default"]["ENGINE"].endswith("sqlite3")
 
 
 def _secret_key() -> str:
@@ -36,7 +38,7 @@ def _secret_key() -> str:
     if configured:
         return configured
     if not EMBEDDED_DEFAULTS and not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY is required when DATABASE_URL is set and DEBUG is off")
+        raise ImproperlyConfigured("SECRET_KEY is required with a server database (DATABASE_URL) when DEBUG is off")
     # The embedded default: generate once, keep it beside the SQLite file.
     path = VAR_DIR / "secret_key"
     if not path.exists():
@@ -95,7 +97,6 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": database_from_url(DATABASE_URL)}
 CACHES = {"default": cache_from_url(CACHE_URL)}
 if CACHES["default"]["BACKEND"].endswith("LocMemCache"):
     # The in-process cache is valid for one process only (the embedded default); django-ratelimit's
