@@ -20,8 +20,8 @@ wsgi_app = "platform.wsgi:application"
 
 
 def post_worker_init(worker):
-    # Load the model in the background as soon as the worker is up, so /readyz turns true without a first
-    # request paying for it; requests that arrive earlier wait for the same single load.
+    # Load the model and the moderation detectors in the background as soon as the worker is up, so
+    # /readyz turns true without a first request paying for it; earlier requests wait for the same load.
     from inference.engine import warm_up_in_background
 
     warm_up_in_background()

@@ -297,3 +297,8 @@ def stale_reservations_settle(*, older_than: timedelta) -> int:
             error_code="worker_lost",
         )
     return settled
+
+
+def key_suspend(*, key: ApiKey) -> None:
+    """Suspend a key (reversible by an admin). Suspending a suspended key changes nothing."""
+    ApiKey.objects.filter(pk=key.pk, suspended_at__isnull=True).update(suspended_at=clock.now())

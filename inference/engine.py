@@ -168,6 +168,9 @@ def warm_up_in_background() -> threading.Thread:
             get_engine()
         except Exception:
             logger.exception("Engine failed to load")
+        from moderation.detectors import detect
+
+        detect("warm up")  # loads the moderation components once, off the request path
 
     thread = threading.Thread(target=load, name="engine-warm-up", daemon=True)
     thread.start()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from django.conf import settings
 
@@ -15,6 +15,9 @@ from accounts.models import ApiKey
 from accounts.services import AccessRefused, Admission, key_check_access, request_admit, request_settle
 from inference.engine import Engine, EngineBusy, TextStream, get_engine
 from inference.sampling import SamplingParams
+from moderation.guard import OutputGuard
+from moderation.policies import policy_for
+from moderation.services import ModerationContext, ModerationLogFailed, Verdict, moderation_check
 from platform.errors import ApiError
 
 ENDPOINT_CHAT = "chat.completions"
@@ -27,11 +30,27 @@ _PUBLIC_FINISH_REASONS = {"stop": "stop", "length": "length", "timeout": "length
 
 @dataclass(frozen=True)
 class GenerationJob:
+    """A validated generation request. ``messages`` for chat, ``prompt`` for a plain completion."""
+
     endpoint: str
     model: str
     prompt_ids: list[int]
     params: SamplingParams
     include_usage: bool = False
+    messages: tuple[dict, ...] | None = None
+    prompt: str | None = None
+
+    @property
+    def input_texts(self) -> list[str]:
+        """What input moderation judges: each message's content, or the prompt."""
+        return [m["content"] for m in self.messages] if self.messages is not None else [self.prompt]
+
+    def with_input_texts(self, texts: list[str], engine: Engine) -> "GenerationJob":
+        """The same job with its input texts replaced (redacted), re-encoded."""
+        if self.messages is not None:
+            messages = tuple({**m, "content": t} for m, t in zip(self.messages, texts))
+            return replace(self, messages=messages, prompt_ids=engine.encode_chat(list(messages)))
+        return replace(self, prompt=texts[0], prompt_ids=engine.encode(texts[0]))
 
 
 @dataclass
@@ -111,11 +130,11 @@ def job_for_chat(*, data: dict) -> GenerationJob:
     param = "max_completion_tokens" if data.get("max_completion_tokens") else "max_tokens"
     max_tokens = _resolve_max_tokens(requested, settings.SLUICE_DEFAULT_MAX_TOKENS, param=param)
     params = _sampling_params(data, max_tokens=max_tokens)
-    messages = [{"role": message["role"], "content": message["content"]} for message in data["messages"]]
-    prompt_ids = engine.encode_chat(messages)
+    messages = tuple({"role": message["role"], "content": message["content"]} for message in data["messages"])
+    prompt_ids = engine.encode_chat(list(messages))
     _check_lengths(engine, prompt_ids, params, param="messages")
     include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
-    return GenerationJob(ENDPOINT_CHAT, data["model"], prompt_ids, params, include_usage)
+    return GenerationJob(ENDPOINT_CHAT, data["model"], prompt_ids, params, include_usage, messages=messages)
 
 
 def job_for_completion(*, data: dict) -> GenerationJob:
@@ -123,10 +142,11 @@ def job_for_completion(*, data: dict) -> GenerationJob:
     _check_model(engine, data["model"])
     max_tokens = _resolve_max_tokens(data.get("max_tokens"), 16, param="max_tokens")  # OpenAI's default
     params = _sampling_params(data, max_tokens=max_tokens)
-    prompt_ids = engine.encode(data["prompt"][0])
+    prompt = data["prompt"][0]
+    prompt_ids = engine.encode(prompt)
     _check_lengths(engine, prompt_ids, params, param="prompt")
     include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
-    return GenerationJob(ENDPOINT_COMPLETIONS, data["model"], prompt_ids, params, include_usage)
+    return GenerationJob(ENDPOINT_COMPLETIONS, data["model"], prompt_ids, params, include_usage, prompt=prompt)
 
 
 def job_for_generate(*, data: dict) -> GenerationJob:
@@ -134,34 +154,51 @@ def job_for_generate(*, data: dict) -> GenerationJob:
     engine = get_engine()
     max_tokens = _resolve_max_tokens(data.get("max_tokens"), settings.SLUICE_DEFAULT_MAX_TOKENS, param="max_tokens")
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
-    prompt_ids = engine.encode_chat([{"role": "user", "content": data["text"]}])
+    messages = ({"role": "user", "content": data["text"]},)
+    prompt_ids = engine.encode_chat(list(messages))
     _check_lengths(engine, prompt_ids, params, param="text")
-    return GenerationJob(ENDPOINT_GENERATE, engine.model_id, prompt_ids, params)
+    return GenerationJob(ENDPOINT_GENERATE, engine.model_id, prompt_ids, params, messages=messages)
 
 
 @dataclass
 class RunningGeneration:
-    """An admitted generation whose text is being produced. Iterate ``pieces()``; then read ``result``."""
+    """An admitted generation whose text is being produced. Iterate ``pieces()``; then read ``result``.
+
+    Text is released only after output moderation has checked it (``moderation.guard``); a block ends the
+    generation with finish_reason "content_filter".
+    """
 
     job: GenerationJob
     admission: Admission
     text_stream: TextStream
+    guard: OutputGuard
     headers: dict[str, str]
     result: Generated | None = None
     _pieces: list[str] = field(default_factory=list)
 
+    def _release(self, text: str) -> Iterator[str]:
+        if text:
+            self._pieces.append(text)
+            yield text
+
     def pieces(self) -> Iterator[str]:
-        status_code, error_code = 200, ""
+        status_code, error_code, reason = 200, "", None
         try:
             for piece in self.text_stream:
-                self._pieces.append(piece)
-                yield piece
-            if self.text_stream.finish_reason == "error":
+                yield from self._release(self.guard.push(piece))
+                if self.guard.blocked:
+                    self.text_stream.cancel()
+                    break
+            if not self.guard.blocked:
+                yield from self._release(self.guard.finish())
+            if self.guard.blocked:
+                reason = "content_filter"
+            elif self.text_stream.finish_reason == "error":
                 status_code, error_code = 500, "engine_error"
         finally:
             # Runs when the stream ends, fails, or the client disconnects (the generator is closed):
             # charge exactly what the model generated.
-            reason = self.text_stream.finish_reason or "cancelled"
+            reason = reason or self.text_stream.finish_reason or "cancelled"
             if reason == "cancelled" and status_code == 200:
                 status_code, error_code = 499, "client_disconnected"
             self.result = Generated(
@@ -180,13 +217,44 @@ class RunningGeneration:
             )
 
 
+def _moderate_input(job: GenerationJob, context: ModerationContext, policy, engine: Engine) -> GenerationJob:
+    """Block (400, nothing charged, no model run) or redact the prompt before anything else happens."""
+    try:
+        verdicts = moderation_check(texts=job.input_texts, direction="input", context=context, policy=policy)
+    except ModerationLogFailed:
+        raise ApiError("The request could not be checked; retry shortly.", status_code=503, type="server_error",
+                       code="moderation_unavailable", headers={"Retry-After": "1"}) from None
+    if any(v.blocked for v in verdicts):
+        categories = sorted({c for v in verdicts for c in v.categories})
+        raise ApiError(
+            f"The prompt was blocked by the content policy ({', '.join(categories)}).",
+            param="messages" if job.messages is not None else "prompt",
+            code="content_filter",
+        )
+    texts = [v.text for v in verdicts]
+    return job.with_input_texts(texts, engine) if texts != job.input_texts else job
+
+
+def _output_guard(context: ModerationContext, policy) -> OutputGuard:
+    def check(text: str) -> Verdict:
+        try:
+            return moderation_check(texts=[text], direction="output", context=context, policy=policy)[0]
+        except ModerationLogFailed:  # never release what could not be logged
+            return Verdict(action="block", text="")
+
+    return OutputGuard(check)
+
+
 def generation_start(*, key: ApiKey, request_id: str, job: GenerationJob) -> RunningGeneration:
-    """Admit the job (limits, quota, usage row) and start it on the engine."""
+    """Moderate the input, admit the job (limits, quota, usage row) and start it on the engine."""
     try:
         key_check_access(key=key, model=job.model, endpoint=job.endpoint)
     except AccessRefused as refused:
         raise ApiError(str(refused), status_code=403, type="permission_error", code="model_not_allowed", param="model")
     engine = get_engine()
+    context = ModerationContext(account=key.account, api_key=key, request_id=request_id, endpoint=job.endpoint)
+    policy = policy_for(key.account)
+    job = _moderate_input(job, context, policy, engine)
     admission = request_admit(
         key=key,
         request_id=request_id,
@@ -209,7 +277,10 @@ def generation_start(*, key: ApiKey, request_id: str, job: GenerationJob) -> Run
             code="engine_overloaded",
             headers={"Retry-After": "1", **admission.headers},
         ) from None
-    return RunningGeneration(job=job, admission=admission, text_stream=text_stream, headers=admission.headers)
+    return RunningGeneration(
+        job=job, admission=admission, text_stream=text_stream, guard=_output_guard(context, policy),
+        headers=admission.headers,
+    )
 
 
 def generation_complete(*, key: ApiKey, request_id: str, job: GenerationJob) -> tuple[Generated, dict[str, str]]:
@@ -217,6 +288,6 @@ def generation_complete(*, key: ApiKey, request_id: str, job: GenerationJob) -> 
     running = generation_start(key=key, request_id=request_id, job=job)
     for _ in running.pieces():
         pass
-    if running.text_stream.finish_reason == "error":
+    if running.text_stream.finish_reason == "error" and not running.guard.blocked:
         raise ApiError("The model failed while generating.", status_code=500, type="server_error", code="engine_error")
     return running.result, running.headers

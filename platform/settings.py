@@ -156,6 +156,7 @@ SLUICE_MAX_NEW_TOKENS = env_int("SLUICE_MAX_NEW_TOKENS", 1024, minimum=1)
 SLUICE_DEFAULT_MAX_TOKENS = env_int("SLUICE_DEFAULT_MAX_TOKENS", 256, minimum=1)
 SLUICE_MAX_BATCH_SIZE = env_int("SLUICE_MAX_BATCH_SIZE", 16, minimum=1, maximum=256)
 SLUICE_MAX_QUEUE = env_int("SLUICE_MAX_QUEUE", 64, minimum=0)
+SLUICE_MODERATION_MAX_INPUTS = env_int("SLUICE_MODERATION_MAX_INPUTS", 32, minimum=1, maximum=1000)
 SLUICE_KEY_ROTATION_GRACE_S = env_int("SLUICE_KEY_ROTATION_GRACE_S", 86_400, minimum=0)
 # Pending usage rows older than this were left by a dead worker; `settle_stale_reservations` settles them.
 SLUICE_STALE_RESERVATION_S = env_int("SLUICE_STALE_RESERVATION_S", 900, minimum=60)

@@ -7,6 +7,7 @@ from inference.views import HealthView, ReadyView
 urlpatterns = [
     path("", include("inference.urls")),
     path("", include("accounts.urls")),
+    path("", include("moderation.urls")),
     path("healthz", HealthView.as_view(), name="healthz"),
     path("readyz", ReadyView.as_view(), name="readyz"),
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),

@@ -38,7 +38,7 @@ def test_two_processes_share_one_requests_per_minute_limit_and_other_keys_are_un
 
         def post(server, key):
             return httpx.post(f"{server.url}/v1/chat/completions", json=body,
-                              headers={"Authorization": f"Bearer {key}"}, timeout=30)
+                              headers={"Authorization": f"Bearer {key}"}, timeout=180)
 
         for limited in candidates:
             first = post(servers[0], limited)

@@ -26,7 +26,7 @@ def test_the_client_reads_completions_and_streams(openai_client, fake_engine):
     assert "".join(pieces) == "Streamed."
 
 
-def test_a_rate_limit_is_a_rate_limit_error_with_code_rate_limit_exceeded(openai_client, account):
+def test_a_rate_limit_is_a_rate_limit_error_with_code_rate_limit_exceeded(openai_client, account, clock):
     account.requests_per_minute = 1
     account.save()
     ask(openai_client)
@@ -36,7 +36,7 @@ def test_a_rate_limit_is_a_rate_limit_error_with_code_rate_limit_exceeded(openai
     assert raised.value.response.headers["retry-after"]
 
 
-def test_a_spent_quota_is_a_rate_limit_error_with_code_insufficient_quota(openai_client, account):
+def test_a_spent_quota_is_a_rate_limit_error_with_code_insufficient_quota(openai_client, account, clock):
     account.daily_token_quota = 10
     account.save()
     with pytest.raises(openai.RateLimitError) as raised:

@@ -1,0 +1,167 @@
+"""Moderation in the request path: input before the model, output before release, streams included."""
+
+import pytest
+
+from accounts.models import ApiKey, UsageRecord
+from accounts.services import account_get_or_create, key_create
+from moderation.guard import OutputGuard
+from moderation.models import BLOCK, FLAG, REDACT, AllowedCount, ModerationEvent, ModerationPolicy, PolicyRule
+from moderation.services import Verdict
+from tests.conftest import MODEL, Api, sse_payloads
+
+CHAT = "/v1/chat/completions"
+THREAT = "I am going to kill you and your whole family tonight."
+
+
+def chat(content="Hi", **extra):
+    return {"model": MODEL, "messages": [{"role": "user", "content": content}], **extra}
+
+
+def test_a_blocked_prompt_runs_no_model_and_costs_nothing(api, fake_engine):
+    response = api.post(CHAT, chat(THREAT))
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "content_filter" and error["param"] == "messages"
+    assert fake_engine.submitted == []
+    row = UsageRecord.objects.get()
+    assert (row.prompt_tokens, row.completion_tokens) == (0, 0)
+    event = ModerationEvent.objects.get()
+    assert (event.direction, event.action, event.text) == ("input", BLOCK, THREAT)
+    assert "harassment/threatening" in event.categories or "violence" in event.categories
+    assert event.request_id == response["x-request-id"]
+
+
+def test_allowed_traffic_is_counted_not_stored(api, fake_engine):
+    fake_engine.replies.append("The weather is lovely today.")
+    assert api.post(CHAT, chat("How is the weather?")).status_code == 200
+    assert ModerationEvent.objects.count() == 0
+    assert {(c.direction, c.count) for c in AllowedCount.objects.all()} == {("input", 1), ("output", 1)}
+
+
+def test_a_blocked_output_returns_the_openai_content_filter_result(api, fake_engine):
+    fake_engine.replies.append(THREAT)
+    response = api.post(CHAT, chat("Please write a short poem about the sea."))
+    assert response.status_code == 200
+    choice = response.json()["choices"][0]
+    assert choice["finish_reason"] == "content_filter"
+    assert "kill" not in choice["message"]["content"]
+    assert ModerationEvent.objects.filter(direction="output", action=BLOCK).exists()
+
+
+def test_a_phrase_split_across_stream_chunks_is_caught_and_never_reaches_the_client(api, fake_engine):
+    # The fake engine streams one character per chunk, so the threat arrives split over many chunks.
+    fake_engine.replies.append("Sure. " + THREAT + " That is all.")
+    payloads = sse_payloads(api.post(CHAT, chat("Please write a short poem about the sea.", stream=True)))
+    assert payloads[-1] == "[DONE]"
+    text = "".join(p["choices"][0]["delta"].get("content", "") for p in payloads[:-1] if p["choices"])
+    assert "kill" not in text and "family" not in text
+    assert payloads[-2]["choices"][0]["finish_reason"] == "content_filter"
+
+
+def test_the_guard_holds_back_text_until_it_is_checked_across_boundaries():
+    checked = []
+
+    def check(text):
+        checked.append(text)
+        return Verdict(action=BLOCK if "forbidden phrase" in text else "allow", text=text)
+
+    guard = OutputGuard(check, hold_chars=20, check_every_chars=10)
+    released = ""
+    for piece in ["hello there, this is fine. the forbid", "den phrase appears here"]:
+        released += guard.push(piece)
+    released += guard.finish()
+    assert guard.blocked
+    assert "forbid" not in released
+    assert any("forbidden phrase" in text for text in checked)
+
+
+def test_a_log_write_failure_blocks_the_response(api, fake_engine, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("database is gone")
+
+    monkeypatch.setattr(ModerationEvent.objects, "create", broken)
+    fake_engine.replies.append(THREAT)
+    body = api.post(CHAT, chat("Please write a short poem about the sea.")).json()
+    assert body["choices"][0]["finish_reason"] == "content_filter"
+    assert body["choices"][0]["message"]["content"] == ""
+    response = api.post(CHAT, chat(THREAT))
+    assert response.status_code == 503 and response.json()["error"]["code"] == "moderation_unavailable"
+
+
+def test_one_accounts_policy_does_not_leak_into_anothers(api, client, fake_engine):
+    lenient = account_get_or_create(name="research lab")
+    policy = ModerationPolicy.objects.create(name="research", account=lenient)
+    for category in ("harassment/threatening", "violence", "harassment", "violence/graphic", "hate/threatening"):
+        PolicyRule.objects.create(policy=policy, category=category, threshold=0.5, action=FLAG)
+    researcher = Api(client, key_create(account=lenient).plaintext)
+    fake_engine.replies.extend(["ok", "ok"])
+    assert researcher.post(CHAT, chat(THREAT)).status_code == 200  # flagged and logged, not blocked
+    assert ModerationEvent.objects.get(account=lenient).action == FLAG
+    assert api.post(CHAT, chat(THREAT)).status_code == 400  # the default policy still blocks for acme
+
+
+def test_redaction_masks_the_offending_words(api, client, fake_engine):
+    acme = ApiKey.objects.get().account
+    policy = ModerationPolicy.objects.create(name="redact", account=acme)
+    for category in ("harassment", "harassment/threatening", "violence"):
+        PolicyRule.objects.create(policy=policy, category=category, threshold=0.5, action=REDACT)
+    fake_engine.replies.append("ok")
+    response = api.post(CHAT, chat("You are a worthless idiot and I will kill you."))
+    if response.status_code == 400:  # a category outside the redact rules (e.g. hate) blocked it
+        pytest.skip(f"blocked by another category: {ModerationEvent.objects.last().categories}")
+    sent = fake_engine.submitted[0][0]
+    prompt = "".join(chr(c) for c in sent)
+    assert "kill" not in prompt and "█" in prompt
+    assert ModerationEvent.objects.get().text == "You are a worthless idiot and I will kill you."
+
+
+def test_strikes_suspend_a_key_after_n_blocks_when_enabled(api, fake_engine, api_key):
+    ModerationPolicy.objects.create(name="default", strike_limit=2, strike_window_minutes=60)
+    for _ in range(2):
+        assert api.post(CHAT, chat(THREAT)).status_code == 400
+    assert ApiKey.objects.get().suspended_at is not None
+    response = api.post(CHAT, chat("hello"))
+    assert response.status_code == 401 and "suspended" in response.json()["error"]["message"]
+
+
+def test_strikes_are_off_by_default(api, fake_engine):
+    for _ in range(5):
+        api.post(CHAT, chat(THREAT))
+    assert ApiKey.objects.get().suspended_at is None
+
+
+def test_the_moderations_endpoint_is_openai_compatible_and_metered(api):
+    response = api.post("/v1/moderations", {"input": ["Have a nice day!", THREAT]})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["id"].startswith("modr-") and len(body["results"]) == 2
+    calm, threat = body["results"]
+    assert calm["flagged"] is False and threat["flagged"] is True
+    assert set(threat["categories"]) == set(threat["category_scores"]) and len(threat["categories"]) == 13
+    row = UsageRecord.objects.get(endpoint="moderations")
+    assert row.prompt_tokens > 0 and row.status_code == 200
+
+
+@pytest.mark.parametrize("body", [{"input": []}, {"input": ""}, {"input": 5}, {"input": ["x"] * 1000}, {}])
+def test_the_moderations_endpoint_refuses_bad_input(api, body):
+    response = api.post("/v1/moderations", body)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "input"
+
+
+def test_the_moderations_endpoint_needs_its_scope(client, account):
+    key = key_create(account=account, scopes=["inference"]).plaintext
+    assert Api(client, key).post("/v1/moderations", {"input": "hi"}).status_code == 403
+
+
+def test_admins_review_events_without_changing_the_original(api, admin_client, fake_engine):
+    api.post(CHAT, chat(THREAT))
+    event = ModerationEvent.objects.get()
+    queue = admin_client.get("/admin/moderation/moderationevent/?action__exact=block")
+    assert queue.status_code == 200 and THREAT[:40] in queue.content.decode()
+    by_category = admin_client.get(f"/admin/moderation/moderationevent/?category={event.categories[0]}")
+    assert THREAT[:40] in by_category.content.decode()
+    admin_client.post("/admin/moderation/moderationevent/",
+                      {"action": "mark_false_positive", "_selected_action": [event.pk]})
+    event.refresh_from_db()
+    assert event.review_status == "false_positive" and event.reviewed_by is not None
+    assert event.text == THREAT and event.action == BLOCK
