@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -65,8 +67,17 @@ def database_from_url(url: str) -> dict:
         path = unquote(parsed.path[1:] if parsed.path.startswith("/") else parsed.path)
         if not path:
             raise ImproperlyConfigured(f"DATABASE_URL {url!r} names no SQLite file")
-        # Many threads of one worker write usage rows; wait for the lock instead of failing.
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": path, "OPTIONS": {"timeout": 20}}
+        # Many threads of one worker write usage rows: WAL lets reads run beside a write, IMMEDIATE takes the
+        # write lock up front (no deadlocking lock upgrades), and a writer waits for the lock, not fails.
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": path,
+            "OPTIONS": {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
     if parsed.scheme in {"postgres", "postgresql"}:
         options = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
         return {
@@ -99,3 +110,77 @@ def cache_from_url(url: str) -> dict:
             },
         }
     raise ImproperlyConfigured(f"CACHE_URL must start with locmem:// or redis://, got {url!r}")
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = os.environ.get(name, default).strip() or default
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def env_networks(name: str, default: str) -> list:
+    """A comma-separated list of networks (``10.0.0.0/8,127.0.0.1``); a bare address is a /32 or /128."""
+    networks = []
+    for item in env_list(name, default):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an IP network (like 10.0.0.0/8)") from None
+    return networks
+
+
+_REMOTE_FIELDS = {"urls", "api_key", "tokenizer", "upstream_model", "context_window"}
+REMOTE_TOKENIZERS = ("local", "none")
+
+
+def remote_models_from_env(name: str) -> dict[str, dict]:
+    """Models served by upstream OpenAI-compatible servers, as JSON::
+
+        {"model-id": {"urls": ["http://h1:8000/v1", ...], "api_key": "...", "tokenizer": "local|none",
+                      "upstream_model": "name upstream (default: model-id)", "context_window": 8192}}
+
+    Returns each model's settings with every field filled in; any mistake fails at start, naming it.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name} must be JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured(f"{name} must be a JSON object mapping model ids to their upstreams")
+    models = {}
+    for model_id, spec in value.items():
+        where = f"{name}[{model_id!r}]"
+        if not model_id.strip() or not isinstance(spec, dict):
+            raise ImproperlyConfigured(f"{where} must be a non-empty model id mapped to an object")
+        unknown = set(spec) - _REMOTE_FIELDS
+        if unknown:
+            raise ImproperlyConfigured(f"{where} has unknown fields {sorted(unknown)}; known: {sorted(_REMOTE_FIELDS)}")
+        urls = spec.get("urls")
+        if not isinstance(urls, list) or not urls:
+            raise ImproperlyConfigured(f"{where}.urls must be a non-empty list of base URLs (http://host:port/v1)")
+        for url in urls:
+            parsed = urlparse(url) if isinstance(url, str) else None
+            if parsed is None or parsed.scheme not in {"http", "https"} or not parsed.hostname:
+                raise ImproperlyConfigured(f"{where}.urls: {url!r} is not an http(s) URL")
+        api_key = spec.get("api_key", "")
+        upstream_model = spec.get("upstream_model", model_id)
+        if not isinstance(api_key, str) or not isinstance(upstream_model, str) or not upstream_model:
+            raise ImproperlyConfigured(f"{where}: api_key and upstream_model must be strings")
+        tokenizer = spec.get("tokenizer", "none")
+        if tokenizer not in REMOTE_TOKENIZERS:
+            raise ImproperlyConfigured(f"{where}.tokenizer must be one of {', '.join(REMOTE_TOKENIZERS)}, got {tokenizer!r}")
+        context_window = spec.get("context_window")
+        if context_window is not None and (not isinstance(context_window, int) or context_window < 1):
+            raise ImproperlyConfigured(f"{where}.context_window must be a positive integer")
+        models[model_id] = {
+            "urls": [url.rstrip("/") for url in urls],
+            "api_key": api_key,
+            "tokenizer": tokenizer,
+            "upstream_model": upstream_model,
+            "context_window": context_window,
+        }
+    return models
