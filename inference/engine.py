@@ -26,6 +26,21 @@ class EngineBusy(Exception):
     """The engine's queue is full; the caller should retry later (503)."""
 
 
+class EngineError(Exception):
+    """The engine could not start the generation (a remote backend failed); nothing was generated.
+
+    ``message`` is safe to show a client (it never names an internal address); ``code`` and ``status_code``
+    are the OpenAI-shaped error's.
+    """
+
+    def __init__(self, message: str, *, status_code: int = 502, code: str = "upstream_error", retry_after: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.code = code
+        self.retry_after = retry_after
+
+
 class TokenHandle(Protocol):
     """One running generation as token ids (implemented by the scheduler's GenerationHandle)."""
 
@@ -101,11 +116,30 @@ class Engine(ABC):
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
 
-    def stream(self, prompt_ids: list[int], params: SamplingParams, *, deadline: float | None = None) -> TextStream:
+    def stream(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        *,
+        deadline: float | None = None,
+        messages: list[dict] | None = None,
+        prompt: str | None = None,
+    ) -> TextStream:
+        """Start generating and return the text as it comes. Local engines generate from ``prompt_ids``; a remote
+        one forwards the request's ``messages`` (chat) or ``prompt`` (completion) instead, and may add
+        ``prompt_tokens`` (the upstream's count) to the stream it returns."""
         return TextStream(self.submit(prompt_ids, params, deadline=deadline), decode=self.decode, stop=params.stop)
 
     def stats(self) -> dict:
         return {}
+
+    def classify_sentiment(self, texts: list[str]) -> list[dict]:
+        """Each: ``label``, ``scores`` (label -> probability, summing to 1), ``tokens`` (processed)."""
+        raise NotImplementedError(f"{self.model_id} does not serve sentiment analysis")
+
+    def answer_questions(self, pairs: list[tuple[str, str]]) -> list[dict]:
+        """Each: ``answer`` (a span of the context, or None), ``score``, ``start``, ``end``, ``tokens``."""
+        raise NotImplementedError(f"{self.model_id} does not serve question answering")
 
 
 _engine: Engine | None = None
@@ -114,6 +148,8 @@ _engine_error: str | None = None
 
 
 def _build_engine() -> Engine:
+    if not settings.SLUICE_LOCAL_MODEL:
+        raise RuntimeError("This worker serves no local model (SLUICE_LOCAL_MODEL=0)")
     if settings.SLUICE_ENGINE == "fake":
         from inference.fake_engine import FakeEngine
 
@@ -164,8 +200,12 @@ def warm_up_in_background() -> threading.Thread:
     """Start loading the engine without blocking (server start); /readyz turns true when done."""
 
     def load():
+        from inference.registry import remote_engines_start
+
         try:
-            get_engine()
+            if settings.SLUICE_LOCAL_MODEL:
+                get_engine()
+            remote_engines_start()  # their clients and health probes; remote models load nothing
         except Exception:
             logger.exception("Engine failed to load")
         from moderation.detectors import detect

@@ -102,3 +102,76 @@ class GenerateRequestSerializer(serializers.Serializer):
 
 class GenerateResponseSerializer(serializers.Serializer):
     text = serializers.CharField()
+
+
+class TaskTextField(serializers.CharField):
+    def __init__(self, **kwargs):
+        super().__init__(allow_blank=False, trim_whitespace=False, **kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not value.strip():
+            raise serializers.ValidationError("This field may not be blank.")
+        return value
+
+
+def _check_item_count(items: list) -> list:
+    from django.conf import settings
+
+    if not items:
+        raise serializers.ValidationError("Must not be empty.")
+    if len(items) > settings.SLUICE_TASK_MAX_INPUTS:
+        raise serializers.ValidationError(f"At most {settings.SLUICE_TASK_MAX_INPUTS} items per request.")
+    return items
+
+
+class SentimentRequestSerializer(serializers.Serializer):
+    """``input``: a string or a list of strings."""
+
+    input = serializers.JSONField()
+    model = serializers.CharField(required=False)
+
+    def validate_input(self, value):
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            raise serializers.ValidationError("Must be a string or a list of strings.")
+        _check_item_count(items)
+        field = TaskTextField()
+        for index, item in enumerate(items):
+            if not isinstance(item, str):
+                raise serializers.ValidationError(f"Item {index} must be a string.")
+            try:
+                field.run_validation(item)
+            except serializers.ValidationError:
+                raise serializers.ValidationError(f"Item {index} is empty.") from None
+        return items
+
+
+class QuestionContextSerializer(serializers.Serializer):
+    question = TaskTextField(max_length=2000)
+    context = TaskTextField()
+
+
+class QARequestSerializer(serializers.Serializer):
+    """Either ``question`` and ``context``, or ``input``: a list of such pairs."""
+
+    question = TaskTextField(required=False, max_length=2000)
+    context = TaskTextField(required=False)
+    input = QuestionContextSerializer(many=True, required=False)
+    model = serializers.CharField(required=False)
+
+    def validate(self, attrs):
+        if "input" in attrs:
+            if "question" in attrs or "context" in attrs:
+                raise serializers.ValidationError({"input": "Send either input or question and context, not both."})
+            try:
+                _check_item_count(attrs["input"])
+            except serializers.ValidationError as error:
+                raise serializers.ValidationError({"input": error.detail}) from None
+            attrs["pairs"] = [(item["question"], item["context"]) for item in attrs["input"]]
+            return attrs
+        for field in ("question", "context"):
+            if field not in attrs:
+                raise serializers.ValidationError({field: "This field is required."})
+        attrs["pairs"] = [(attrs["question"], attrs["context"])]
+        return attrs

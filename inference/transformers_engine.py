@@ -7,8 +7,11 @@ from collections.abc import Sequence
 from django.conf import settings
 
 from inference.engine import Engine, EngineBusy
+from inference.microbatch import MicroBatcher
 from inference.model_files import load_model_and_tokenizer, model_source_from_settings
 from inference.sampling import SamplingParams
+from inference.tasks.qa import answer_questions
+from inference.tasks.sentiment import classify_sentiment
 
 
 class TransformersEngine(Engine):
@@ -28,6 +31,9 @@ class TransformersEngine(Engine):
         self.scheduler = BatchScheduler(
             model, eos_token_ids=eos_ids, pad_token_id=pad_id, max_batch_size=max_batch_size, max_queue=max_queue
         )
+        # Sentiment and QA score with the same model (no second copy), batched across concurrent requests.
+        self._sentiment = MicroBatcher(lambda texts: classify_sentiment(model, tokenizer, texts), name="sentiment")
+        self._qa = MicroBatcher(lambda pairs: answer_questions(model, tokenizer, pairs), max_items=16, name="qa")
 
     @classmethod
     def from_settings(cls) -> "TransformersEngine":
@@ -63,3 +69,9 @@ class TransformersEngine(Engine):
 
     def stats(self) -> dict:
         return self.scheduler.stats()
+
+    def classify_sentiment(self, texts: list[str]) -> list[dict]:
+        return self._sentiment.submit(texts)
+
+    def answer_questions(self, pairs: list[tuple[str, str]]) -> list[dict]:
+        return self._qa.submit(pairs)

@@ -7,5 +7,7 @@ router.register("v1/chat/completions", views.ChatCompletionViewSet, basename="ch
 router.register("v1/completions", views.CompletionViewSet, basename="completion")
 router.register("v1/models", views.ModelViewSet, basename="model")
 router.register("generate", views.GenerateViewSet, basename="generate")
+router.register("v1/sentiment", views.SentimentViewSet, basename="sentiment")
+router.register("v1/qa", views.QuestionAnsweringViewSet, basename="qa")
 
 urlpatterns = router.urls

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import connection
 from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
@@ -12,8 +13,9 @@ from rest_framework.views import APIView
 from accounts.authentication import HasScope
 from accounts.metering import MeteredViewMixin
 from accounts.models import SCOPE_INFERENCE
-from inference import responses, serializers, services
-from inference.engine import engine_status, get_engine, warm_up_in_background
+from inference import responses, serializers, services, task_services
+from inference.engine import engine_status, warm_up_in_background
+from inference.registry import available_models
 from inference.streaming import sse_chunks, sse_response
 from platform.errors import ApiError
 
@@ -77,6 +79,42 @@ class GenerateViewSet(MeteredViewMixin, viewsets.ViewSet):
         return Response({"text": result.text}, headers=headers)
 
 
+class TaskViewSet(MeteredViewMixin, viewsets.ViewSet):
+    permission_classes = [HasScope]
+    required_scope = SCOPE_INFERENCE
+    opens_usage = True
+
+
+@extend_schema(request=serializers.SentimentRequestSerializer, responses=dict, tags=["tasks"])
+class SentimentViewSet(TaskViewSet):
+    """``POST /v1/sentiment``: ``positive`` / ``negative`` with a probability per label."""
+
+    usage_endpoint = task_services.ENDPOINT_SENTIMENT
+
+    def create(self, request):
+        serializer = serializers.SentimentRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        body, headers = task_services.sentiment_run(
+            key=request.auth, request_id=request.request_id, texts=serializer.validated_data["input"]
+        )
+        return Response(body, headers=headers)
+
+
+@extend_schema(request=serializers.QARequestSerializer, responses=dict, tags=["tasks"])
+class QuestionAnsweringViewSet(TaskViewSet):
+    """``POST /v1/qa``: an answer that is a span of the context (with offsets), or null when it has none."""
+
+    usage_endpoint = task_services.ENDPOINT_QA
+
+    def create(self, request):
+        serializer = serializers.QARequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        body, headers = task_services.qa_run(
+            key=request.auth, request_id=request.request_id, pairs=serializer.validated_data["pairs"]
+        )
+        return Response(body, headers=headers)
+
+
 @extend_schema(tags=["models"], responses=dict)
 class ModelViewSet(MeteredViewMixin, viewsets.ViewSet):
     """``GET /v1/models``, in OpenAI's list shape."""
@@ -88,14 +126,19 @@ class ModelViewSet(MeteredViewMixin, viewsets.ViewSet):
     def _model_object(model_id: str) -> dict:
         return {"id": model_id, "object": "model", "created": 0, "owned_by": "sluice"}
 
+    @staticmethod
+    def _models_for(key) -> list[str]:
+        """The models served here that this key may use (its allowed models, when it has a list)."""
+        allowed = getattr(key, "allowed_models", None)
+        return [model for model in available_models() if not allowed or model in allowed]
+
     def list(self, request):
-        return Response({"object": "list", "data": [self._model_object(get_engine().model_id)]})
+        return Response({"object": "list", "data": [self._model_object(m) for m in self._models_for(request.auth)]})
 
     def retrieve(self, request, pk=None):
-        model_id = get_engine().model_id
-        if pk != model_id:
+        if pk not in self._models_for(request.auth):
             raise ApiError(f"The model '{pk}' does not exist.", status_code=404, param="model", code="model_not_found")
-        return Response(self._model_object(model_id))
+        return Response(self._model_object(pk))
 
 
 class HealthView(APIView):
@@ -117,7 +160,7 @@ class ReadyView(APIView):
 
     @extend_schema(tags=["health"], responses=dict)
     def get(self, request):
-        model = engine_status()
+        model = engine_status() if settings.SLUICE_LOCAL_MODEL else "ready"  # remote models load nothing here
         if model == "not loaded":
             warm_up_in_background()
             model = "loading"

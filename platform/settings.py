@@ -15,10 +15,13 @@ from platform.env import (
     cache_from_url,
     database_from_url,
     env_bool,
+    env_choice,
     env_float,
     env_int,
     env_list,
+    env_networks,
     env_str,
+    remote_models_from_env,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -64,10 +67,12 @@ INSTALLED_APPS = [
     "accounts",
     "moderation",
     "inference",
+    "platform.apps.PlatformConfig",  # the admin dashboard, its templates, static files and commands
 ]
 
 MIDDLEWARE = [
     "platform.middleware.RequestIdMiddleware",
+    "platform.observability.RequestObservationMiddleware",  # metrics and the JSON request log line
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -156,17 +161,48 @@ SLUICE_MAX_NEW_TOKENS = env_int("SLUICE_MAX_NEW_TOKENS", 1024, minimum=1)
 SLUICE_DEFAULT_MAX_TOKENS = env_int("SLUICE_DEFAULT_MAX_TOKENS", 256, minimum=1)
 SLUICE_MAX_BATCH_SIZE = env_int("SLUICE_MAX_BATCH_SIZE", 16, minimum=1, maximum=256)
 SLUICE_MAX_QUEUE = env_int("SLUICE_MAX_QUEUE", 64, minimum=0)
+# Task endpoints: at most this many items per request; optional dedicated model folders.
+SLUICE_TASK_MAX_INPUTS = env_int("SLUICE_TASK_MAX_INPUTS", 32, minimum=1, maximum=1000)
+SLUICE_SENTIMENT_MODEL_PATH = env_str("SLUICE_SENTIMENT_MODEL_PATH", "")
+SLUICE_QA_MODEL_PATH = env_str("SLUICE_QA_MODEL_PATH", "")
 SLUICE_MODERATION_MAX_INPUTS = env_int("SLUICE_MODERATION_MAX_INPUTS", 32, minimum=1, maximum=1000)
 SLUICE_KEY_ROTATION_GRACE_S = env_int("SLUICE_KEY_ROTATION_GRACE_S", 86_400, minimum=0)
 # Pending usage rows older than this were left by a dead worker; `settle_stale_reservations` settles them.
 SLUICE_STALE_RESERVATION_S = env_int("SLUICE_STALE_RESERVATION_S", 900, minimum=60)
 SLUICE_REQUEST_TIMEOUT_S = env_float("SLUICE_REQUEST_TIMEOUT_S", 300.0, minimum=1.0)
 
+# Models served by upstream OpenAI-compatible servers (vLLM, TGI, llama-server, Ollama, another Sluice), beside
+# or instead of the local one; see platform/env.py for the JSON shape and inference/remote_engine.py.
+SLUICE_LOCAL_MODEL = env_bool("SLUICE_LOCAL_MODEL", True)  # 0: this worker loads no local model at all
+SLUICE_REMOTE_MODELS = remote_models_from_env("SLUICE_REMOTE_MODELS")
+if SLUICE_LOCAL_MODEL and SLUICE_MODEL_ID in SLUICE_REMOTE_MODELS:
+    raise ImproperlyConfigured(f"SLUICE_REMOTE_MODELS names {SLUICE_MODEL_ID!r}, the local model's id (SLUICE_MODEL_ID)")
+if not SLUICE_LOCAL_MODEL and not SLUICE_REMOTE_MODELS:
+    raise ImproperlyConfigured("SLUICE_LOCAL_MODEL=0 needs at least one model in SLUICE_REMOTE_MODELS")
+SLUICE_UPSTREAM_CONNECT_TIMEOUT_S = env_float("SLUICE_UPSTREAM_CONNECT_TIMEOUT_S", 3.0, minimum=0.05)
+# The longest silence allowed from an upstream: before its first token (queueing, prefill) and between two chunks.
+SLUICE_UPSTREAM_READ_TIMEOUT_S = env_float("SLUICE_UPSTREAM_READ_TIMEOUT_S", 120.0, minimum=0.05)
+SLUICE_UPSTREAM_HEALTH_INTERVAL_S = env_float("SLUICE_UPSTREAM_HEALTH_INTERVAL_S", 10.0, minimum=0.5)
+SLUICE_UPSTREAM_MAX_CONNECTIONS = env_int("SLUICE_UPSTREAM_MAX_CONNECTIONS", 256, minimum=1)
+
+# A worker keeps each authenticated key this many seconds before reading it again (0: every request reads the
+# database); a revoked or suspended key therefore stops working on every worker within this bound.
+SLUICE_KEY_CACHE_S = env_int("SLUICE_KEY_CACHE_S", 5, minimum=0, maximum=300)
+
+# GET /metrics (Prometheus). Off unless a token or networks are set; every check that is set must pass.
+SLUICE_METRICS_TOKEN = env_str("SLUICE_METRICS_TOKEN", "")
+SLUICE_METRICS_ALLOWED_NETWORKS = env_networks("SLUICE_METRICS_ALLOWED_NETWORKS", "")
+# "json": every log record, and one line per request, is a JSON object (for log shippers); "plain": readable.
+SLUICE_LOG_FORMAT = env_choice("SLUICE_LOG_FORMAT", "plain", ("plain", "json"))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "platform.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": SLUICE_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.request": {"level": "ERROR"}},
 }
