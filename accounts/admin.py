@@ -52,13 +52,13 @@ class ApiKeyAdmin(admin.ModelAdmin):
             return
         super().save_model(request, obj, form, change)
 
-    @admin.action(description="Revoke selected keys (irreversible)")
+    @admin.action(description="Revoke selected keys (irreversible)", permissions=["change"])
     def revoke_keys(self, request, queryset):
         for key in queryset:
             key_revoke(key=key)
         self.message_user(request, f"Revoked {queryset.count()} key(s).")
 
-    @admin.action(description="Lift suspension of selected keys")
+    @admin.action(description="Lift suspension of selected keys", permissions=["change"])
     def unsuspend_keys(self, request, queryset):
         count = queryset.update(suspended_at=None)
         self.message_user(request, f"Lifted suspension of {count} key(s).")
@@ -80,6 +80,9 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # usage rows are the billing record
 
     @admin.action(description="Export usage report (CSV) for the selected rows' accounts and dates")
     def export_csv(self, request, queryset):
@@ -105,3 +108,6 @@ class QuotaCounterAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # deleting a counter would hand its period's quota back

@@ -1,5 +1,10 @@
 """Usage reports: one aggregation in the database, shared by ``GET /v1/usage``, the admin's CSV export and
-the ``usage_report`` command, so all three always agree."""
+report download, and the ``usage_report`` command, so they always agree.
+
+Moderation blocks are counted from the usage rows themselves: a prompt refused by the content policy ends
+with the error code ``content_filter`` and an output cut off by it with the finish reason ``content_filter``
+(OpenAI's names for both). So accounts needs nothing from moderation, and the counts group by day, key,
+endpoint and model like every other column."""
 
 from __future__ import annotations
 
@@ -14,8 +19,11 @@ from django.db.models.functions import TruncDate
 from accounts.models import Account, UsageRecord
 
 COLUMNS = ("day", "account", "key", "endpoint", "model", "requests", "prompt_tokens", "completion_tokens",
-           "total_tokens", "errors", "rate_limited")
-_SUMMED = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors", "rate_limited")
+           "total_tokens", "errors", "rate_limited", "moderation_blocks")
+_SUMMED = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors", "rate_limited",
+           "moderation_blocks")
+CONTENT_FILTER = "content_filter"
+MODERATION_BLOCKED = Q(error_code=CONTENT_FILTER) | Q(finish_reason=CONTENT_FILTER)
 
 
 def _bounds(since: date | None, until: date | None) -> Q:
@@ -41,6 +49,7 @@ def usage_rows(*, since: date | None = None, until: date | None = None, account:
             completion_tokens=Sum("completion_tokens"),
             errors=Count("id", filter=Q(status_code__gte=400)),
             rate_limited=Count("id", filter=Q(status_code=429)),
+            moderation_blocks=Count("id", filter=MODERATION_BLOCKED),
         )
         .order_by("day", "account__name", "api_key__lookup_id", "endpoint", "model")
     )
@@ -57,6 +66,7 @@ def usage_rows(*, since: date | None = None, until: date | None = None, account:
             "total_tokens": (row["prompt_tokens"] or 0) + (row["completion_tokens"] or 0),
             "errors": row["errors"],
             "rate_limited": row["rate_limited"],
+            "moderation_blocks": row["moderation_blocks"],
         }
         for row in grouped
     ]

@@ -68,11 +68,11 @@ class ModerationEventAdmin(admin.ModelAdmin):
         count = queryset.update(review_status=status, reviewed_by=request.user, reviewed_at=clock.now())
         self.message_user(request, f"Marked {count} event(s) as {status.replace('_', ' ')}.")
 
-    @admin.action(description="Mark confirmed")
+    @admin.action(description="Mark confirmed", permissions=["change"])
     def mark_confirmed(self, request, queryset):
         self._review(request, queryset, ModerationEvent.CONFIRMED)
 
-    @admin.action(description="Mark false positive")
+    @admin.action(description="Mark false positive", permissions=["change"])
     def mark_false_positive(self, request, queryset):
         self._review(request, queryset, ModerationEvent.FALSE_POSITIVE)
 

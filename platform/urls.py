@@ -12,6 +12,7 @@ urlpatterns = [
     path("readyz", ReadyView.as_view(), name="readyz"),
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("admin/", include("platform.admin_urls")),  # the dashboard (admin index) and report downloads
     path("admin/", admin.site.urls),
 ]
 
