@@ -64,6 +64,10 @@ def dashboard(request):
     if not can_usage:
         form.fields["account"].queryset = Account.objects.none()
     period = form.period() if form.is_valid() else _default_period()
+    if not form.is_bound:  # show the dates in effect
+        form = PeriodForm(initial={"since": period.since, "until": period.until})
+        if not can_usage:
+            form.fields["account"].queryset = Account.objects.none()
     data = dashboard_build(period=period, now=clock.now(), usage=can_usage, moderation=can_moderation)
     query = {"since": period.since.isoformat(), "until": period.until.isoformat()}
     if period.account is not None:

@@ -66,7 +66,7 @@
     var days = data.daily.map(function (r) { return r.bucket.slice(5); });
     requestsChart("chart-requests-daily", data.daily, days);
     tokensChart("chart-tokens-daily", data.daily, days);
-    var hours = data.hourly.map(function (r) { return r.bucket.slice(5) + "h"; });
+    var hours = data.hourly.map(function (r) { return r.bucket.slice(5); });
     requestsChart("chart-requests-hourly", data.hourly, hours);
     tokensChart("chart-tokens-hourly", data.hourly, hours);
     ranking("chart-top-accounts", data.top_accounts, "tokens");
@@ -81,7 +81,8 @@
           { label: "p95", backgroundColor: colours.p95, data: pick(data.endpoints, "p95_ms") }
         ]
       },
-      options: { scales: { y: { beginAtZero: true, title: { display: true, text: "ms" } } } }
+      // Generation takes seconds and bookkeeping milliseconds: a log scale shows both.
+      options: { scales: { y: { type: "logarithmic", title: { display: true, text: "ms (log scale)" } } } }
     });
     draw("chart-error-rates", {
       type: "bar",
