@@ -6,6 +6,8 @@ so add workers for CPU-bound gateway work or many cores, and hosts for more.
 """
 
 import os
+import shutil
+import tempfile
 
 bind = os.environ.get("SLUICE_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("SLUICE_WORKERS", "1"))
@@ -18,10 +20,39 @@ keepalive = 5
 accesslog = os.environ.get("SLUICE_ACCESS_LOG", "-") or None  # empty: no access log
 wsgi_app = "platform.wsgi:application"
 
+# Prometheus: each worker counts in files under this directory and any worker's /metrics adds them all up
+# (prometheus_client's multiprocess mode). Unset: a fresh directory for this server, removed when it stops.
+# Two servers on one host need two directories.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sluice-metrics-")
+    os.environ["SLUICE_METRICS_DIR_OWNED"] = "1"
+
+
+def on_starting(server):
+    # Files left by an earlier run would add its counts to this one's.
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.remove(os.path.join(directory, name))
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # its gauges stop counting; its counters stay in the totals
+
+
+def on_exit(server):
+    if os.environ.get("SLUICE_METRICS_DIR_OWNED") == "1":
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
 
 def post_worker_init(worker):
     # Load the model and the moderation detectors in the background as soon as the worker is up, so
     # /readyz turns true without a first request paying for it; earlier requests wait for the same load.
     from inference.engine import warm_up_in_background
+    from inference.metrics import sampler_start
 
     warm_up_in_background()
+    sampler_start()  # this worker's engine queue and batch figures, for whichever worker answers /metrics

@@ -8,6 +8,7 @@ from datetime import timedelta
 from django.db import transaction
 
 from accounts import clock, limits
+from accounts.key_cache import key_cache_forget, key_cache_get, key_cache_put
 from accounts.keys import hashes_match, key_generate, key_parse
 from accounts.models import ALL_SCOPES, Account, ApiKey, UsageRecord
 from accounts.quotas import QuotaExceeded, quota_reserve, quota_settle
@@ -63,7 +64,11 @@ def key_authenticate(*, plaintext: str) -> ApiKey:
     parsed = key_parse(plaintext)
     if parsed is None:
         raise KeyRefused("Incorrect API key provided: the key is malformed.")
-    key = ApiKey.objects.select_related("account").filter(lookup_id=parsed.lookup_id).first()
+    key = key_cache_get(parsed.lookup_id)
+    if key is None:
+        key = ApiKey.objects.select_related("account").filter(lookup_id=parsed.lookup_id).first()
+        if key is not None:
+            key_cache_put(key)  # unknown ids are not cached: a key created elsewhere works at once
     if key is None or not hashes_match(key.secret_hash, parsed.hashed):
         raise KeyRefused("Incorrect API key provided.")
     now = clock.now()
@@ -73,6 +78,7 @@ def key_authenticate(*, plaintext: str) -> ApiKey:
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         # Throttled so that a busy key costs one write a minute, not one per request.
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
     return key
 
 
@@ -254,6 +260,7 @@ def key_limits_check(*, account: Account, limits_requested: dict) -> None:
 def key_revoke(*, key: ApiKey) -> ApiKey:
     """Revoke a key, irreversibly. Revoking a revoked key changes nothing."""
     ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=clock.now())
+    key_cache_forget(key.lookup_id)  # at once here; other workers within SLUICE_KEY_CACHE_S
     key.refresh_from_db()
     return key
 
@@ -276,6 +283,7 @@ def key_rotate(*, key: ApiKey, grace_seconds: int) -> CreatedKey:
         grace_end = clock.now() + timedelta(seconds=grace_seconds)
         if key.expires_at is None or key.expires_at > grace_end:
             ApiKey.objects.filter(pk=key.pk).update(expires_at=grace_end)
+    key_cache_forget(key.lookup_id)
     return created
 
 
@@ -302,3 +310,4 @@ def stale_reservations_settle(*, older_than: timedelta) -> int:
 def key_suspend(*, key: ApiKey) -> None:
     """Suspend a key (reversible by an admin). Suspending a suspended key changes nothing."""
     ApiKey.objects.filter(pk=key.pk, suspended_at__isnull=True).update(suspended_at=clock.now())
+    key_cache_forget(key.lookup_id)

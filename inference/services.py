@@ -13,7 +13,10 @@ from django.conf import settings
 
 from accounts.models import ApiKey
 from accounts.services import AccessRefused, Admission, key_check_access, request_admit, request_settle
-from inference.engine import Engine, EngineBusy, TextStream, get_engine
+from inference import metrics
+from inference.engine import Engine, EngineBusy, EngineError, TextStream
+from inference.observation import observation_current
+from inference.registry import UnknownModel, available_models, default_engine, engine_for
 from inference.sampling import SamplingParams
 from moderation.guard import OutputGuard
 from moderation.policies import policy_for
@@ -69,13 +72,15 @@ class Generated:
         }
 
 
-def _check_model(engine: Engine, model: str) -> None:
-    if model != engine.model_id:
+def _engine_for(model: str) -> Engine:
+    try:
+        return engine_for(model)
+    except UnknownModel:
         raise ApiError(
-            f"The model '{model}' does not exist. Available: {engine.model_id}.",
+            f"The model '{model}' does not exist. Available: {', '.join(available_models())}.",
             param="model",
             code="model_not_found",
-        )
+        ) from None
 
 
 def _sampling_params(data: dict, *, max_tokens: int | None) -> SamplingParams:
@@ -124,8 +129,7 @@ def _check_lengths(engine: Engine, prompt_ids: list[int], params: SamplingParams
 
 
 def job_for_chat(*, data: dict) -> GenerationJob:
-    engine = get_engine()
-    _check_model(engine, data["model"])
+    engine = _engine_for(data["model"])
     requested = data.get("max_completion_tokens") or data.get("max_tokens")
     param = "max_completion_tokens" if data.get("max_completion_tokens") else "max_tokens"
     max_tokens = _resolve_max_tokens(requested, settings.SLUICE_DEFAULT_MAX_TOKENS, param=param)
@@ -138,8 +142,7 @@ def job_for_chat(*, data: dict) -> GenerationJob:
 
 
 def job_for_completion(*, data: dict) -> GenerationJob:
-    engine = get_engine()
-    _check_model(engine, data["model"])
+    engine = _engine_for(data["model"])
     max_tokens = _resolve_max_tokens(data.get("max_tokens"), 16, param="max_tokens")  # OpenAI's default
     params = _sampling_params(data, max_tokens=max_tokens)
     prompt = data["prompt"][0]
@@ -151,7 +154,7 @@ def job_for_completion(*, data: dict) -> GenerationJob:
 
 def job_for_generate(*, data: dict) -> GenerationJob:
     """The Flask example's contract: the text is the user's message, the reply is the assistant's."""
-    engine = get_engine()
+    engine = default_engine()
     max_tokens = _resolve_max_tokens(data.get("max_tokens"), settings.SLUICE_DEFAULT_MAX_TOKENS, param="max_tokens")
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
     messages = ({"role": "user", "content": data["text"]},)
@@ -178,6 +181,8 @@ class RunningGeneration:
 
     def _release(self, text: str) -> Iterator[str]:
         if text:
+            if not self._pieces:
+                observation_current().first_token()
             self._pieces.append(text)
             yield text
 
@@ -194,7 +199,9 @@ class RunningGeneration:
             if self.guard.blocked:
                 reason = "content_filter"
             elif self.text_stream.finish_reason == "error":
-                status_code, error_code = 500, "engine_error"
+                # A remote engine says how its upstream failed (502/504); a local one failed itself (500).
+                status_code = getattr(self.text_stream, "error_status", None) or 500
+                error_code = getattr(self.text_stream, "error_code", None) or "engine_error"
         finally:
             # Runs when the stream ends, fails, or the client disconnects (the generator is closed):
             # charge exactly what the model generated.
@@ -204,9 +211,13 @@ class RunningGeneration:
             self.result = Generated(
                 text="".join(self._pieces),
                 finish_reason=_PUBLIC_FINISH_REASONS.get(reason, reason),
-                prompt_tokens=len(self.job.prompt_ids),
+                # A remote engine's upstream counts the prompt it really ran; settle to that when reported.
+                prompt_tokens=getattr(self.text_stream, "prompt_tokens", None) or len(self.job.prompt_ids),
                 completion_tokens=self.text_stream.completion_tokens,
             )
+            observation = observation_current()
+            observation.prompt_tokens, observation.completion_tokens = self.result.prompt_tokens, self.result.completion_tokens
+            observation.finish_reason = reason
             request_settle(
                 admission=self.admission,
                 prompt_tokens=self.result.prompt_tokens,
@@ -224,6 +235,8 @@ def _moderate_input(job: GenerationJob, context: ModerationContext, policy, engi
     except ModerationLogFailed:
         raise ApiError("The request could not be checked; retry shortly.", status_code=503, type="server_error",
                        code="moderation_unavailable", headers={"Retry-After": "1"}) from None
+    for verdict in verdicts:
+        metrics.MODERATION_ACTIONS.labels("input", verdict.action).inc()
     if any(v.blocked for v in verdicts):
         categories = sorted({c for v in verdicts for c in v.categories})
         raise ApiError(
@@ -238,9 +251,11 @@ def _moderate_input(job: GenerationJob, context: ModerationContext, policy, engi
 def _output_guard(context: ModerationContext, policy) -> OutputGuard:
     def check(text: str) -> Verdict:
         try:
-            return moderation_check(texts=[text], direction="output", context=context, policy=policy)[0]
+            verdict = moderation_check(texts=[text], direction="output", context=context, policy=policy)[0]
         except ModerationLogFailed:  # never release what could not be logged
-            return Verdict(action="block", text="")
+            verdict = Verdict(action="block", text="")
+        metrics.MODERATION_ACTIONS.labels("output", verdict.action).inc()
+        return verdict
 
     return OutputGuard(check)
 
@@ -251,7 +266,8 @@ def generation_start(*, key: ApiKey, request_id: str, job: GenerationJob) -> Run
         key_check_access(key=key, model=job.model, endpoint=job.endpoint)
     except AccessRefused as refused:
         raise ApiError(str(refused), status_code=403, type="permission_error", code="model_not_allowed", param="model")
-    engine = get_engine()
+    engine = _engine_for(job.model)
+    observation_current().model = job.model
     context = ModerationContext(account=key.account, api_key=key, request_id=request_id, endpoint=job.endpoint)
     policy = policy_for(key.account)
     job = _moderate_input(job, context, policy, engine)
@@ -265,7 +281,16 @@ def generation_start(*, key: ApiKey, request_id: str, job: GenerationJob) -> Run
     )
     deadline = time.monotonic() + settings.SLUICE_REQUEST_TIMEOUT_S
     try:
-        text_stream = engine.stream(job.prompt_ids, job.params, deadline=deadline)
+        text_stream = engine.stream(
+            job.prompt_ids, job.params, deadline=deadline, messages=list(job.messages) if job.messages else None,
+            prompt=job.prompt if job.messages is None else None,
+        )
+    except EngineError as failed:  # nothing was generated: charge nothing
+        request_settle(admission=admission, prompt_tokens=0, completion_tokens=0, status_code=failed.status_code,
+                       error_code=failed.code)
+        headers = {**admission.headers, **({"Retry-After": str(failed.retry_after)} if failed.retry_after else {})}
+        raise ApiError(failed.message, status_code=failed.status_code, code=failed.code, headers=headers,
+                       type="invalid_request_error" if failed.status_code < 500 else "server_error") from None
     except EngineBusy:
         request_settle(
             admission=admission, prompt_tokens=0, completion_tokens=0, status_code=503, error_code="engine_overloaded"
@@ -289,5 +314,7 @@ def generation_complete(*, key: ApiKey, request_id: str, job: GenerationJob) -> 
     for _ in running.pieces():
         pass
     if running.text_stream.finish_reason == "error" and not running.guard.blocked:
-        raise ApiError("The model failed while generating.", status_code=500, type="server_error", code="engine_error")
+        status_code = getattr(running.text_stream, "error_status", None) or 500
+        code = getattr(running.text_stream, "error_code", None) or "engine_error"
+        raise ApiError("The model failed while generating.", status_code=status_code, type="server_error", code=code)
     return running.result, running.headers

@@ -29,6 +29,22 @@ def fake_engine():
 
 
 @pytest.fixture(autouse=True)
+def fresh_process_state(settings):
+    """Per-process state that must not leak between tests: cached keys, remote engines built from settings.
+
+    Tests change keys and accounts mid-test and expect the next request to see it, so the key cache is off
+    unless a test turns it on (tests/test_key_cache.py)."""
+    from accounts.key_cache import key_cache_clear
+    from inference.registry import remote_engines_reset
+
+    settings.SLUICE_KEY_CACHE_S = 0
+    key_cache_clear()
+    yield
+    key_cache_clear()
+    remote_engines_reset()
+
+
+@pytest.fixture(autouse=True)
 def fresh_cache():
     from django.core.cache import cache
 

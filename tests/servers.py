@@ -65,6 +65,19 @@ class Server:
             time.sleep(0.25)
         raise TimeoutError(f"{self.url}{path} not ready after {timeout} s; log: {self.log_path}")
 
+    def kill(self) -> None:
+        """SIGKILL the master and its workers at once, as a crashed host would go (no graceful shutdown)."""
+        import signal
+
+        children_file = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        children = children_file.read_text().split() if children_file.exists() else []
+        for pid in [*children, str(self.process.pid)]:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait()
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
