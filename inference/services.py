@@ -235,7 +235,7 @@ def _moderate_input(job: GenerationJob, context: ModerationContext, policy, engi
     except ModerationLogFailed:
         raise ApiError("The request could not be checked; retry shortly.", status_code=503, type="server_error",
                        code="moderation_unavailable", headers={"Retry-After": "1"}) from None
-    for verdict in verdicts:
+    for verdict in verdicts if policy.check_input else ():
         metrics.MODERATION_ACTIONS.labels("input", verdict.action).inc()
     if any(v.blocked for v in verdicts):
         categories = sorted({c for v in verdicts for c in v.categories})
@@ -254,9 +254,12 @@ def _output_guard(context: ModerationContext, policy) -> OutputGuard:
             verdict = moderation_check(texts=[text], direction="output", context=context, policy=policy)[0]
         except ModerationLogFailed:  # never release what could not be logged
             verdict = Verdict(action="block", text="")
-        metrics.MODERATION_ACTIONS.labels("output", verdict.action).inc()
+        if policy.check_output:
+            metrics.MODERATION_ACTIONS.labels("output", verdict.action).inc()
         return verdict
 
+    if not policy.check_output:  # nothing to check: release each piece as it comes, holding nothing back
+        return OutputGuard(check, hold_chars=0, check_every_chars=1)
     return OutputGuard(check)
 
 

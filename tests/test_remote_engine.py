@@ -134,6 +134,16 @@ def test_without_a_tokenizer_admission_reserves_a_generous_estimate_and_settles_
     assert (row.prompt_tokens, row.completion_tokens) == (4, 1)  # ... and the upstream's count is charged
 
 
+def test_with_output_moderation_off_each_upstream_chunk_is_passed_on_as_it_arrives(api, settings, stubs):
+    from moderation.models import ModerationPolicy
+
+    ModerationPolicy.objects.create(name="no output checks", check_output=False)
+    words = [f"w{i} " for i in range(10)]
+    settings.SLUICE_REMOTE_MODELS = remote_config(stubs(words).url)
+    payloads = sse_payloads(api.post(CHAT, chat(stream=True)))
+    assert [p["choices"][0]["delta"]["content"] for p in payloads[1:-2]] == words
+
+
 # --- moderation ---
 
 def test_output_moderation_catches_a_threat_split_across_upstream_chunks(api, settings, stubs):
