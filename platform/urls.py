@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from inference.metrics import metrics_view
 from inference.views import HealthView, ReadyView
 
 urlpatterns = [
@@ -10,6 +11,7 @@ urlpatterns = [
     path("", include("moderation.urls")),
     path("healthz", HealthView.as_view(), name="healthz"),
     path("readyz", ReadyView.as_view(), name="readyz"),
+    path("metrics", metrics_view, name="metrics"),  # Prometheus; off unless SLUICE_METRICS_* allow it
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("admin/", include("platform.admin_urls")),  # the dashboard (admin index) and report downloads
