@@ -13,10 +13,9 @@ import io
 from collections import defaultdict
 from datetime import date, datetime, time, timedelta, timezone
 
-from django.db.models import Count, Q, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import Count, Max, Min, Q, Sum
 
-from accounts.models import Account, UsageRecord
+from accounts.models import Account, ApiKey, UsageRecord
 
 COLUMNS = ("day", "account", "key", "endpoint", "model", "requests", "prompt_tokens", "completion_tokens",
            "total_tokens", "errors", "rate_limited", "moderation_blocks")
@@ -26,38 +25,48 @@ CONTENT_FILTER = "content_filter"
 MODERATION_BLOCKED = Q(error_code=CONTENT_FILTER) | Q(finish_reason=CONTENT_FILTER)
 
 
-def _bounds(since: date | None, until: date | None) -> Q:
-    window = Q()
-    if since:
-        window &= Q(created_at__gte=datetime.combine(since, time.min, tzinfo=timezone.utc))
-    if until:
-        window &= Q(created_at__lt=datetime.combine(until + timedelta(days=1), time.min, tzinfo=timezone.utc))
-    return window
+def _days(records, since: date | None, until: date | None) -> list[date]:
+    if since is None or until is None:
+        span = records.aggregate(first=Min("created_at"), last=Max("created_at"))
+        if span["first"] is None:
+            return []
+        since = since or span["first"].astimezone(timezone.utc).date()
+        until = until or span["last"].astimezone(timezone.utc).date()
+    return [since + timedelta(days=n) for n in range((until - since).days + 1)]
 
 
 def usage_rows(*, since: date | None = None, until: date | None = None, account: Account | None = None) -> list[dict]:
-    """Usage grouped by UTC day, account, key, endpoint and model (inclusive dates)."""
-    records = UsageRecord.objects.filter(_bounds(since, until))
+    """Usage grouped by UTC day, account, key, endpoint and model (inclusive dates).
+
+    One query per UTC day, each reading that day's range of the created_at index and grouping by ids; names
+    are looked up after. A computed day in the GROUP BY would make SQLite call a Python function on every row
+    and sort all of them at once (about 20 s for 30 days of a million rows, against a few here)."""
+    records = UsageRecord.objects.order_by()
     if account is not None:
         records = records.filter(account=account)
-    grouped = (
-        records.annotate(day=TruncDate("created_at"))
-        .values("day", "account__name", "api_key__lookup_id", "endpoint", "model")
-        .annotate(
-            requests=Count("id"),
-            prompt_tokens=Sum("prompt_tokens"),
-            completion_tokens=Sum("completion_tokens"),
-            errors=Count("id", filter=Q(status_code__gte=400)),
-            rate_limited=Count("id", filter=Q(status_code=429)),
-            moderation_blocks=Count("id", filter=MODERATION_BLOCKED),
+    rows = []
+    for day in _days(records, since, until):
+        start = datetime.combine(day, time.min, tzinfo=timezone.utc)
+        grouped = (
+            records.filter(created_at__gte=start, created_at__lt=start + timedelta(days=1))
+            .values("account_id", "api_key_id", "endpoint", "model")
+            .annotate(
+                requests=Count("id"),
+                prompt_tokens=Sum("prompt_tokens"),
+                completion_tokens=Sum("completion_tokens"),
+                errors=Count("id", filter=Q(status_code__gte=400)),
+                rate_limited=Count("id", filter=Q(status_code=429)),
+                moderation_blocks=Count("id", filter=MODERATION_BLOCKED),
+            )
         )
-        .order_by("day", "account__name", "api_key__lookup_id", "endpoint", "model")
-    )
-    return [
+        rows += [{"day": day.isoformat(), **row} for row in grouped]
+    accounts = dict(Account.objects.filter(pk__in={r["account_id"] for r in rows}).values_list("pk", "name"))
+    keys = dict(ApiKey.objects.filter(pk__in={r["api_key_id"] for r in rows}).values_list("pk", "lookup_id"))
+    result = [
         {
-            "day": row["day"].isoformat(),
-            "account": row["account__name"],
-            "key": row["api_key__lookup_id"],
+            "day": row["day"],
+            "account": accounts[row["account_id"]],
+            "key": keys[row["api_key_id"]],
             "endpoint": row["endpoint"],
             "model": row["model"],
             "requests": row["requests"],
@@ -68,8 +77,9 @@ def usage_rows(*, since: date | None = None, until: date | None = None, account:
             "rate_limited": row["rate_limited"],
             "moderation_blocks": row["moderation_blocks"],
         }
-        for row in grouped
+        for row in rows
     ]
+    return sorted(result, key=lambda r: (r["day"], r["account"], r["key"], r["endpoint"], r["model"]))
 
 
 def _group(rows: list[dict], field: str) -> list[dict]:

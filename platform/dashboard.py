@@ -32,6 +32,10 @@ HOURS = 48
 TOP = 10
 PERCENTILES = (50, 95)
 _MAX_UNION = 200  # parts per compound SELECT (SQLite allows 500)
+# Placeholders in the one compiled bucket query (see usage_series); no real row is ever this old.
+_FIRST = datetime(1001, 1, 1, tzinfo=timezone.utc)
+_LAST = datetime(1002, 1, 1, tzinfo=timezone.utc)
+_TAG = 987_654_321
 _ERROR = Q(status_code__gte=400)
 _RATE_LIMITED = Q(status_code=429)
 # Latency is that of the requests served: refused ones (limits, bad input) end at once and would only drag
@@ -125,16 +129,38 @@ def hour_buckets(end: datetime) -> list[tuple[str, datetime]]:
 
 def usage_series(records: QuerySet, *, buckets: list[tuple[str, datetime]], end: datetime) -> list[dict]:
     """Requests, tokens, errors and 429s per time bucket (label and start; the last bucket ends at ``end``),
-    every bucket present, zeros where nothing happened. ``records`` carries no time bounds of its own."""
+    every bucket present, zeros where nothing happened. ``records`` carries no time bounds of its own.
+
+    The ORM compiles one bucket's aggregate with placeholder bounds; the statement repeats it per bucket with
+    the real bounds as parameters (compiling 78 querysets would cost more than running them)."""
     stops = [start for _, start in buckets[1:]] + [end]
-    parts = [
-        records.filter(created_at__gte=start, created_at__lt=stop)
-        .annotate(bucket=Value(index, output_field=IntegerField()))
+    template = (
+        records.filter(created_at__gte=_FIRST, created_at__lt=_LAST)
+        .annotate(bucket=Value(_TAG, output_field=IntegerField()))
         .values("bucket")
         .annotate(**_counts())
-        for index, ((_, start), stop) in enumerate(zip(buckets, stops))
-    ]
-    found = {row["bucket"]: _clean(row) for row in _union_rows(parts)}
+    )
+    sql, params = template.query.sql_with_params()
+    adapt = connection.ops.adapt_datetimefield_value
+    placeholders = {adapt(_FIRST): "start", adapt(_LAST): "stop", _TAG: "index"}
+    slots = [placeholders.get(value) if isinstance(value, (str, int, datetime)) else None for value in params]
+    if sorted(filter(None, slots)) != ["index", "start", "stop"]:
+        raise RuntimeError("usage_series: unexpected query parameters")
+    found: dict[int, dict] = {}
+    ranges = list(enumerate(zip((start for _, start in buckets), stops)))
+    for lo in range(0, len(ranges), _MAX_UNION):
+        chunk = ranges[lo : lo + _MAX_UNION]
+        values = {"start": None, "stop": None, "index": None}
+        statement_params: list = []
+        for index, (start, stop) in chunk:
+            values.update(start=adapt(start), stop=adapt(stop), index=index)
+            statement_params += [values[slot] if slot else value for slot, value in zip(slots, params)]
+        with connection.cursor() as cursor:
+            cursor.execute(" UNION ALL ".join([sql] * len(chunk)), statement_params)
+            names = [column[0] for column in cursor.description]
+            for row in cursor.fetchall():
+                row = dict(zip(names, row))
+                found[row["bucket"]] = _clean(row)
     return [{"bucket": label, **found.get(index, _zero())} for index, (label, _) in enumerate(buckets)]
 
 
