@@ -148,11 +148,13 @@ class _BatchKV:
         return self.width
 
     # --- layout management ---
-    def _relayout(self, extra_left: int, rows: int, like_k: list[torch.Tensor], like_v: list[torch.Tensor]) -> None:
+    def _relayout(self, extra_left: int, rows: int, like_k: list[torch.Tensor],
+                  like_v: list[torch.Tensor]) -> None:
         """Copy the live window into fresh buffers of `rows` rows, `extra_left` free columns before the window
         and room after it."""
         width = self.width
         capacity = extra_left + width + max(self.MIN_ROOM, width // 2)
+        old_window, new_window = slice(self.start, self.end), slice(extra_left, extra_left + width)
         new_keys, new_values = [], []
         for old, like, new in ((self.keys, like_k, new_keys), (self.values, like_v, new_values)):
             for layer, template in enumerate(like):
@@ -161,17 +163,17 @@ class _BatchKV:
                 buffer = torch.zeros((rows, template.shape[1], capacity, template.shape[3]),
                                      dtype=template.dtype, device=template.device)
                 if self.n and width:
-                    buffer[: self.n, :, extra_left : extra_left + width] = old[layer][: self.n, :, self.start : self.end]
+                    buffer[: self.n, :, new_window] = old[layer][: self.n, :, old_window]
                 new.append(buffer)
         mask = torch.zeros((rows, capacity), dtype=torch.bool, device=like_k[0].device)
         if self.n and width:
-            mask[: self.n, extra_left : extra_left + width] = self.mask[: self.n, self.start : self.end]
+            mask[: self.n, new_window] = self.mask[: self.n, old_window]
         self.keys, self.values, self.mask = new_keys, new_values, mask
         self.rows, self.capacity = rows, capacity
         self.start, self.end = extra_left, extra_left + width
 
     def insert(self, keys: list[torch.Tensor], values: list[torch.Tensor], mask: torch.Tensor) -> range:
-        """Append rows from a prefill ([g, H, P, D] per layer, left-padded; mask [g, P]); returns their row indices."""
+        """Append rows from a prefill ([g, H, P, D] per layer, left-padded; mask [g, P]); returns their indices."""
         g, length = mask.shape
         if self.n + g > self.max_rows:
             raise ValueError("no free rows")
