@@ -36,6 +36,15 @@ def manage(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
+def _running(pid: int) -> bool:
+    """Whether a process still runs (a zombie has exited and closed its files)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
 class Server:
     def __init__(self, env: dict[str, str], *, workers: int = 1, log_path: Path | None = None):
         self.port = free_port()
@@ -77,6 +86,10 @@ class Server:
             except ProcessLookupError:
                 pass
         self.process.wait()
+        # The workers are no longer our children: wait (bounded) until they have exited and closed the socket.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_running(int(pid)) for pid in children):
+            time.sleep(0.05)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
