@@ -1,9 +1,10 @@
 from django.contrib import admin, messages
+from django.db.models import Q
 from django.http import HttpResponse
 
 from accounts.keys import key_generate
 from accounts.models import Account, ApiKey, QuotaCounter, UsageRecord
-from accounts.reports import usage_csv, usage_rows
+from accounts.reports import MODERATION_BLOCKED, usage_csv, usage_rows
 from accounts.services import key_revoke
 
 
@@ -64,13 +65,36 @@ class ApiKeyAdmin(admin.ModelAdmin):
         self.message_user(request, f"Lifted suspension of {count} key(s).")
 
 
+class OutcomeFilter(admin.SimpleListFilter):
+    """How requests ended, by class: fixed choices, so the page lists no distinct status codes of every row."""
+
+    title = "outcome"
+    parameter_name = "outcome"
+    OUTCOMES = {
+        "served": ("served (< 400)", Q(status_code__lt=400)),
+        "client_error": ("client errors (4xx)", Q(status_code__gte=400, status_code__lt=500)),
+        "rate_limited": ("429 (rate limit or quota)", Q(status_code=429)),
+        "server_error": ("server errors (5xx)", Q(status_code__gte=500)),
+        "moderation_blocked": ("blocked by moderation", MODERATION_BLOCKED),
+        "pending": ("still running", Q(status_code__isnull=True)),
+    }
+
+    def lookups(self, request, model_admin):
+        return [(value, label) for value, (label, _) in self.OUTCOMES.items()]
+
+    def queryset(self, request, queryset):
+        outcome = self.OUTCOMES.get(self.value())
+        return queryset.filter(outcome[1]) if outcome else queryset
+
+
 @admin.register(UsageRecord)
 class UsageRecordAdmin(admin.ModelAdmin):
     list_display = ["created_at", "account", "api_key", "endpoint", "model", "prompt_tokens", "completion_tokens",
                     "status_code", "finish_reason", "latency_ms", "state"]
-    list_filter = ["state", "endpoint", "status_code", "model", "account", "created_at"]
-    search_fields = ["request_id", "account__name", "api_key__lookup_id"]
-    date_hierarchy = "created_at"
+    list_filter = ["state", OutcomeFilter, "endpoint", "model", "account", "created_at"]
+    search_fields = ["=request_id", "account__name", "=api_key__lookup_id"]
+    # No date_hierarchy: its month and day links need a DISTINCT over every row (9 s for a million on SQLite);
+    # the created_at filter offers today, past 7 days, this month and this year without reading the rows.
     list_select_related = ["account", "api_key"]
     actions = ["export_csv"]
     show_full_result_count = False

@@ -224,7 +224,10 @@ def endpoint_names() -> list[str]:
 
 def latency_percentile(records: QuerySet, *, endpoint: str, served: int, percentile: int) -> int | None:
     """The nearest-rank percentile (ms) of served requests on ``endpoint``: the value at rank ceil(p% of n),
-    read with ORDER BY latency LIMIT 1 OFFSET rank-1, which walks the (endpoint, latency) index in order."""
+    read with ORDER BY latency LIMIT 1 OFFSET rank-1, which walks the (endpoint, latency) index in order.
+
+    The walk checks the dates inside the index, so it passes the endpoint's rows of every date up to the
+    rank: its cost grows with the history kept, where the other queries grow with the period shown."""
     if served <= 0:
         return None
     rank = -(-served * percentile // 100)  # ceil without floats

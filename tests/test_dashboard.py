@@ -292,10 +292,14 @@ def test_staff_who_may_change_keys_can_revoke_them(client, traffic):
 
 def test_the_admin_pages_load_with_their_search_and_filters(admin_client, traffic):
     for path in ["/admin/accounts/account/?q=acme", "/admin/accounts/apikey/?q=main&account__id__exact=1",
-                 "/admin/accounts/usagerecord/?q=acme&endpoint=completions&status_code=429",
+                 "/admin/accounts/usagerecord/?q=acme&endpoint=completions&outcome=rate_limited",
                  "/admin/accounts/quotacounter/", "/admin/moderation/moderationevent/?category=violence&action=block",
                  "/admin/moderation/moderationpolicy/"]:
         assert admin_client.get(path).status_code == 200, path
+    listed = admin_client.get("/admin/accounts/usagerecord/", {"outcome": "moderation_blocked"}).context["cl"]
+    assert [r.error_code for r in listed.result_list] == ["content_filter"]
+    listed = admin_client.get("/admin/accounts/usagerecord/", {"outcome": "rate_limited"}).context["cl"]
+    assert [r.status_code for r in listed.result_list] == [429]
     # Usage rows are the billing record and quota counters its running total: not even a superuser deletes them.
     record = UsageRecord.objects.first()
     assert admin_client.post(f"/admin/accounts/usagerecord/{record.pk}/delete/", {"post": "yes"}).status_code == 403
