@@ -315,7 +315,9 @@ def test_the_synthetic_history_loads_realistic_rows_and_clears_them(db, clock):
     assert "Loaded 3000 usage rows" in out.getvalue()
     rows = UsageRecord.objects.filter(request_id__startswith="synth-")
     assert rows.count() == 3000 and rows.values("account").distinct().count() == 4
-    assert rows.filter(status_code=429).exists() and rows.filter(finish_reason="content_filter").exists() is not None
+    assert rows.filter(status_code=429).exists() and rows.filter(error_code="content_filter").exists()
+    assert rows.filter(endpoint="chat.completions").count() > rows.filter(endpoint="completions").count()
+    assert ModerationEvent.objects.filter(request_id__startswith="synth-", action=BLOCK).exists()
     assert all(NOW - timedelta(days=3) <= r.created_at < NOW for r in rows.only("created_at")[:200])
     data = dashboard_build(period=period(), now=NOW)
     assert data["totals"]["requests"] == 3000 and data["endpoints"][0]["endpoint"] == "chat.completions"
