@@ -53,6 +53,8 @@ def post_worker_init(worker):
     # /readyz turns true without a first request paying for it; earlier requests wait for the same load.
     from inference.engine import warm_up_in_background
     from inference.metrics import sampler_start
+    from inference.registry import remote_engines_start
 
+    remote_engines_start()  # remote models: clients, probes, tokenizers, before requests and the warm-up thread
     warm_up_in_background()
     sampler_start()  # this worker's engine queue and batch figures, for whichever worker answers /metrics

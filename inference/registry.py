@@ -78,9 +78,10 @@ def remote_engines_loaded() -> list[Engine]:
 
 
 def remote_engines_start() -> None:
-    """Build every remote engine now (worker start), so their health probes run before the first request."""
+    """Build every remote engine now (worker start): their health probes run and their tokenizers are loaded
+    before the first request."""
     for model_id in settings.SLUICE_REMOTE_MODELS:
-        _remote_engine(model_id)
+        _remote_engine(model_id).warm_up()
 
 
 def remote_engines_reset() -> None:

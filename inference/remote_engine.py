@@ -144,6 +144,9 @@ class RemoteEngine(Engine):
     def count_text(self, text: str) -> int:
         return self._counter.count(text) if text else 0
 
+    def warm_up(self) -> None:
+        self._counter.warm_up()
+
     def submit(self, prompt_ids, params, *, deadline=None):
         raise NotImplementedError("a remote engine generates text upstream; use stream()")
 

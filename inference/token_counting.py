@@ -35,6 +35,9 @@ class EstimatedCounter:
     def decode(self, token_ids: Sequence[int]) -> str:
         return ""
 
+    def warm_up(self) -> None:
+        pass
+
 
 class LocalTokenizerCounter:
     """The local model's tokenizer: the loaded engine's when this worker serves the local model, otherwise the
@@ -54,6 +57,14 @@ class LocalTokenizerCounter:
                 if self._tokenizer is None:
                     self._tokenizer = _HuggingFaceTokenizer.from_settings()
         return self._tokenizer
+
+    def warm_up(self) -> None:
+        """Load the tokenizer now (worker start), unless it is the local engine's (which loads on its own).
+
+        transformers' lazy imports are not safe against two threads importing it at once (seen here: the
+        moderation warm-up and a first request), so a worker loads it before it takes requests."""
+        if not settings.SLUICE_LOCAL_MODEL:
+            self._target()
 
     def count(self, text: str) -> int:
         return len(self._target().encode(text))
