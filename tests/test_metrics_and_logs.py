@@ -180,4 +180,5 @@ def test_two_gunicorn_workers_report_one_set_of_metrics_and_log_json_lines(tmp_p
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     requests = [line for line in lines if line.get("logger") == "sluice.request" and line["endpoint"] == "v1/chat/completions"]
     assert len(requests) == 12 and all(line["status"] == 200 and line["model"] == MODEL for line in requests)
+    assert len({line["pid"] for line in requests}) == 2  # both workers served, so the totals above were summed
     assert key not in log.read_text()
