@@ -184,6 +184,9 @@ def main() -> None:
     try:
         with httpx.Client(timeout=120) as client:
             gateway_url = f"{server.url}/v1/chat/completions"
+            # One moderated request first: it waits until the worker's moderation components have loaded, so
+            # their loading (seconds of CPU in a background thread) does not weigh on the first figures.
+            timed_stream(client, gateway_url, key, REMOTE, SHORT_CHUNKS)
             manage(env, "shell", "-c", "from moderation.models import ModerationPolicy; "
                    "ModerationPolicy.objects.create(name='off', check_input=False, check_output=False)")
             short = compare(client, direct_url, gateway_url, key, chunks=SHORT_CHUNKS, requests=args.requests)
