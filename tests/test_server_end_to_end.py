@@ -43,8 +43,9 @@ def test_the_openai_client_streams_chunks_that_arrive_over_time(client):
     stream = client.chat.completions.create(
         model=MODEL,
         messages=[{"role": "user", "content": "Count from one to twenty in words."}],
-        max_tokens=48,
+        max_tokens=128,
         temperature=0,
+        extra_body={"ignore_eos": True},  # exactly 128 tokens, so there is a long stream to watch
         stream=True,
         stream_options={"include_usage": True},
     )
@@ -55,10 +56,11 @@ def test_the_openai_client_streams_chunks_that_arrive_over_time(client):
             pieces.append(chunk.choices[0].delta.content)
         if chunk.usage:
             usage = chunk.usage
-    assert len(pieces) >= 10
-    # Chunks are sent as tokens are generated, not all at the end: they are spread over the generation.
+    # Text is released as it is generated and checked (moderation holds back a short window), not all at
+    # the end: several pieces, spread over the generation.
+    assert len(pieces) >= 5
     assert arrivals[-1] - arrivals[1] > 0.3
-    assert usage.completion_tokens == 48 or usage.completion_tokens >= len(pieces)
+    assert usage.completion_tokens == 128
 
 
 def test_the_openai_client_gets_a_text_completion(client):
