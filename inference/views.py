@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import connection
 from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,6 +19,12 @@ from inference.engine import engine_status, warm_up_in_background
 from inference.registry import available_models
 from inference.streaming import sse_chunks, sse_response
 from platform.errors import ApiError
+
+
+class JSONBodyAsFormParser(JSONParser):
+    """Reads a JSON body sent with curl's default form content type (``curl -d '{...}'``)."""
+
+    media_type = "application/x-www-form-urlencoded"
 
 
 class GenerationViewSet(MeteredViewMixin, viewsets.ViewSet):
@@ -70,6 +77,8 @@ class GenerateViewSet(MeteredViewMixin, viewsets.ViewSet):
     required_scope = SCOPE_INFERENCE
     opens_usage = True
     usage_endpoint = services.ENDPOINT_GENERATE
+    # The Flask example was called with plain `curl -d '{"text": ...}'`, which labels the JSON body as a form.
+    parser_classes = [JSONParser, JSONBodyAsFormParser]
 
     def create(self, request):
         serializer = serializers.GenerateRequestSerializer(data=request.data)

@@ -204,6 +204,13 @@ def test_the_flask_contract_takes_text_and_returns_text(api, fake_engine):
     assert UsageRecord.objects.get().endpoint == "generate"
 
 
+def test_the_flask_contract_accepts_curls_default_content_type(client, api_key, fake_engine):
+    fake_engine.replies.append("Hi!")
+    response = client.post("/generate", data='{"text":"Hello"}', content_type="application/x-www-form-urlencoded",
+                           HTTP_AUTHORIZATION=f"Bearer {api_key}")
+    assert response.status_code == 200 and response.json() == {"text": "Hi!"}
+
+
 def test_the_flask_contract_refuses_missing_text(api, fake_engine):
     response = api.post("/generate", {"prompt": "Hello"})
     assert response.status_code == 400 and response.json()["error"]["param"] == "text"

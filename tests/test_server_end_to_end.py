@@ -79,8 +79,7 @@ def test_a_wrong_key_raises_authentication_error(running_server):
 def test_the_flask_contract_works_with_curl(running_server):
     server, key = running_server
     result = subprocess.run(
-        ["curl", "-s", "-H", f"Authorization: Bearer {key}", "-H", "Content-Type: application/json",
-         "-d", '{"text":"Hello"}', f"{server.url}/generate"],
+        ["curl", "-s", "-H", f"Authorization: Bearer {key}", "-d", '{"text":"Hello"}', f"{server.url}/generate"],
         capture_output=True, text=True, timeout=120,
     )
     import json
