@@ -8,6 +8,18 @@ from django.core.wsgi import get_wsgi_application
 from tests.conftest import MODEL
 
 
+@pytest.fixture(autouse=True)
+def keep_the_test_transaction_open():
+    """The WSGI handler ends each request by closing the database connection (close_old_connections); in a
+    test that connection holds the test's transaction (on PostgreSQL it would be lost), so keep it open."""
+    from unittest import mock
+
+    from django.db import connections
+
+    with mock.patch.object(connections["default"], "close_if_unusable_or_obsolete"):
+        yield
+
+
 @pytest.fixture
 def openai_client(api_key):
     transport = httpx.WSGITransport(app=get_wsgi_application())
