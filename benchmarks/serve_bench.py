@@ -34,16 +34,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import httpx  # noqa: E402
 
+from benchmarks.scheduler_bench import QUESTIONS  # noqa: E402  (the same prompts as the in-process benchmark)
 from tests.servers import Server, manage, server_env  # noqa: E402
 
 MODEL = "SmolLM2-135M-Instruct"
-QUESTIONS = [
-    "What is the capital of France?", "Write a haiku about the sea.", "Explain photosynthesis briefly.",
-    "List three prime numbers.", "Who wrote Hamlet?", "What is 2+2?", "Describe a cat in one sentence.",
-    "Give me a tip for learning Python.", "What color is the sky on Mars?", "Translate 'hello' into Spanish.",
-    "Why do leaves change color in autumn?", "Name a famous painting.", "What is gravity?",
-    "Suggest a name for a pet fish.", "How many legs does a spider have?", "What is the boiling point of water?",
-]
 
 
 def percentile(values: list[float], q: float) -> float:
