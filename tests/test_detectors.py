@@ -14,6 +14,18 @@ import pytest
 from moderation.categories import CATEGORIES, PARENTS
 from moderation.detectors import DEFAULT_THRESHOLD, Detection, Span, count_tokens, detect, detect_many
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    # On a busy two-core machine, two intra-op threads wait on each other at every operation: a detect
+    # call took 0.5 s instead of 7 ms. The setting is process-wide, so it is restored afterwards.
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 OBVIOUS = {
     "harassment": "You are a pathetic, worthless idiot and everybody hates you.",
     "harassment/threatening": "I know where you live and I'm going to kill you.",
@@ -31,6 +43,8 @@ OBVIOUS = {
 # sexual/minors is checked through a rule combination, without writing such content: see its test.
 
 BENIGN = [
+    "Say something.",
+    "Continue.",
     "Can you give me a recipe for a vegetable lasagna?",
     "The meeting moved to Thursday at 3 pm, please update the calendar.",
     "How do I sort a list of dictionaries by a key in Python?",
@@ -153,3 +167,49 @@ def test_it_counts_tokens_in_the_encoder_vocabulary():
     assert count_tokens("") == 0
     assert count_tokens("hello world") == 2
     assert count_tokens("word " * 1000) == 1000
+
+
+def test_the_stored_heads_were_fitted_on_the_current_examples():
+    import numpy as np
+
+    from moderation.detectors import HEADS_FILE, examples_digest
+
+    with np.load(HEADS_FILE) as stored:
+        assert str(stored["examples_digest"]) == examples_digest(), "run moderation/data/build_heads.py"
+
+
+def test_the_profanity_model_gives_profanity_checks_own_numbers():
+    from profanity_check import predict_prob
+
+    from moderation.detectors import _Profanity
+
+    texts = ["", "the and of", "You are a fucking idiot.", "Have a lovely day, friend!", "shit shit shit"]
+    ours = _Profanity()
+    assert [ours.probability(text) for text in texts] == pytest.approx(list(predict_prob(texts)), abs=1e-12)
+
+
+def test_the_encoder_forward_pass_matches_the_reference_model():
+    import torch
+    from transformers import AutoModel
+
+    from moderation.detectors import _Bert, _encoder_dir
+
+    reference = AutoModel.from_pretrained(_encoder_dir()).eval()
+    ours = _Bert(AutoModel.from_pretrained(_encoder_dir()).eval()).eval()
+    ids = torch.tensor([[101, 7592, 2088, 2003, 1037, 3231, 102], [101, 7592, 102, 0, 0, 0, 0]])
+    mask = (ids != 0).long()
+    with torch.inference_mode():
+        expected = reference(input_ids=ids, attention_mask=mask).last_hidden_state
+        got = ours(ids, mask)
+    assert torch.allclose(got[mask.bool()], expected[mask.bool()], atol=1e-4)
+
+
+def test_a_long_text_is_read_in_bounded_chunks_that_cover_it():
+    from moderation.detectors import CHUNK_TOKENS, MAX_CHUNKS, _chunks
+
+    text = " ".join(f"Sentence number {i} talks about the weather and the garden." for i in range(60))
+    chunks = _chunks(text)
+    assert 1 < len(chunks) <= MAX_CHUNKS
+    assert all(0 < len(chunk.ids) <= CHUNK_TOKENS for chunk in chunks)
+    assert chunks[0].start == 0 and chunks[-1].end == len(text)
+    assert _chunks("A short one.")[0].end == len("A short one.")
