@@ -112,7 +112,8 @@ def test_killing_one_of_two_upstreams_keeps_the_service_answering_through_the_ot
     assert all(served_by(label) > count for label, count in zip(labels, before))  # both took requests
 
     servers[0].kill()
-    with pytest.raises(httpx.ConnectError):
+    # It is gone: refused, or reset by a socket still closing in the dying process.
+    with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)):
         httpx.get(f"{servers[0].url}/healthz", timeout=2)
     for index in range(6):
         body = chat(stream=index % 2 == 0)
