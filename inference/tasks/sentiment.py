@@ -5,14 +5,18 @@ model's next-token log-probabilities of `` negative`` and `` positive`` are comp
 teach the format and the label words and keep the two labels' priors close (they are balanced and
 alternate). A 135M model is sensitive to which demonstrations it sees, so several prompts, each
 with its own disjoint set of demonstrations, are run and their label distributions averaged in log
-space (a prompt ensemble). The instruction/demonstration part of each prompt is the same for every
-text: it is run once per model and its key/value cache reused.
+space (a prompt ensemble). Before averaging, each member is calibrated: its mean log-probabilities
+over a balanced set of film-review sentences written for this module are its label bias, and are
+subtracted (``member_biases``). The demonstration part of each prompt is the same for every text: it
+is run once per model and its key/value cache reused.
 
 Only two labels: the model has no honest notion of "neutral" here (nothing calibrates a third class),
 so ``LABELS`` says what is supported.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 
@@ -48,10 +52,55 @@ DEMONSTRATIONS = (
     ("moving without ever being manipulative .", 1),
     ("the performances are stiff and the story is predictable .", 0),
 )
+# Also written for this module, half of each label: the ensemble members' average log-probabilities
+# over these are their label biases on in-domain text whose true labels are balanced.
+CALIBRATION_TEXTS = (
+    ("a warm , funny and surprisingly moving film about growing up .", 1),
+    ("the plot is thin , but the performances carry it to a satisfying end .", 1),
+    ("a dull , plodding mess that never finds its footing .", 0),
+    ("i kept checking my watch .", 0),
+    ("one of the year 's most pleasant surprises .", 1),
+    ("the jokes land with a thud .", 0),
+    ("beautifully shot and confidently directed .", 1),
+    ("it wants to be profound but only manages to be pretentious .", 0),
+    ("the cast seems to be having a great time , and so did i .", 1),
+    ("a tedious exercise in style over substance .", 0),
+    ("never less than engaging .", 1),
+    ("not nearly as clever as it thinks it is .", 0),
+    ("an utterly charming little movie .", 1),
+    ("the dialogue is so wooden you could build a house with it .", 0),
+    ("a gripping thriller that keeps you guessing until the last minute .", 1),
+    ("forgettable from start to finish .", 0),
+    ("its heart is in the right place , and it shows .", 1),
+    ("the editing is sloppy and the pacing is worse .", 0),
+    ("a rare sequel that improves on the original .", 1),
+    ("there is nothing here you have n't seen done better elsewhere .", 0),
+    ("smart , sharp and often hilarious .", 1),
+    ("a bloated , self-indulgent two and a half hours .", 0),
+    ("the kind of movie that stays with you for days .", 1),
+    ("even the talented lead ca n't save this one .", 0),
+    ("sweet without being sappy .", 1),
+    ("it 's hard to care about any of these characters .", 0),
+    ("a triumph of craft and imagination .", 1),
+    ("the script feels like a first draft .", 0),
+    ("by the end i was cheering .", 1),
+    ("a lazy cash grab .", 0),
+    ("quietly powerful .", 1),
+    ("neither funny nor scary , just boring .", 0),
+    ("the music alone is worth the price of admission .", 1),
+    ("a film so confused it forgets its own premise .", 0),
+    ("you 'll leave the theater smiling .", 1),
+    ("painfully unfunny .", 0),
+    ("a thoughtful , well-acted drama .", 1),
+    ("the twist is obvious from the first scene .", 0),
+    ("it never stops being entertaining .", 1),
+    ("an insult to the source material .", 0),
+)
 SHOTS = 8
 PROMPTS = 3  # ensemble members, each with its own SHOTS demonstrations
 QUERY = "Review: {text}\nSentiment:"
 CONTENT_FREE = ("N/A", "", "[MASK]")
+CALIBRATE = "in-domain"  # or "content-free" or "none"
 
 
 def _demonstration_block(members: tuple[tuple[str, int], ...]) -> str:
@@ -72,40 +121,64 @@ def _normalize_text(text: str) -> str:
 
 @torch.inference_mode()
 def label_logprobs(model, tokenizer, texts: list[str], *, prompts: int = PROMPTS, shots: int = SHOTS,
-                   calibrate: bool = False, batch_size: int = 32) -> tuple[torch.Tensor, list[int]]:
-    """Per-prompt label log-probabilities, shape (prompts, len(texts), len(LABELS)), and token counts.
+                   batch_size: int = 32) -> tuple[torch.Tensor, list[int]]:
+    """What each ensemble member says, before calibration or averaging.
 
-    With ``calibrate`` each prompt's log-probabilities are shifted by those it gives content-free
-    inputs ("N/A", "", "[MASK]"), the contextual calibration of Zhao et al. (2021).
+    Returns label log-probabilities of shape (prompts, len(texts), len(LABELS)), and each text's prompt
+    token count (the shared demonstrations of every member included).
     """
     label_ids = [encode(tokenizer, " " + label)[0] for label in LABELS]
     suffixes = [encode(tokenizer, QUERY.format(text=_normalize_text(text))) for text in texts]
-    per_prompt = []
-    prefix_tokens = 0
+    members, prefix_tokens = [], 0
     for text in prompt_prefixes(prompts=prompts, shots=shots):
         prefix = shared_prefix(model, encode_before(tokenizer, text, "Review:"))
         prefix_tokens += prefix.length
-        logprobs = torch.log_softmax(next_token_logprobs(model, prefix, suffixes, batch_size=batch_size)[:, label_ids], -1)
-        if calibrate:
-            free = [encode(tokenizer, QUERY.format(text=t)) for t in CONTENT_FREE]
-            bias = torch.log_softmax(next_token_logprobs(model, prefix, free)[:, label_ids], -1).mean(0)
-            logprobs = torch.log_softmax(logprobs - bias, -1)
-        per_prompt.append(logprobs)
-    tokens = [prefix_tokens + prompts * len(s) for s in suffixes]
-    return torch.stack(per_prompt), tokens
+        rows = next_token_logprobs(model, prefix, suffixes, batch_size=batch_size)[:, label_ids]
+        members.append(torch.log_softmax(rows, dim=-1))
+    return torch.stack(members), [prefix_tokens + prompts * len(s) for s in suffixes]
 
 
-def classify_sentiment(model, tokenizer, texts: list[str], **options) -> list[dict]:
+_bias_memo: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def member_biases(model, tokenizer, mode: str, *, prompts: int = PROMPTS, shots: int = SHOTS) -> torch.Tensor | None:
+    """Each member's label bias, shape (prompts, len(LABELS)), to subtract from its log-probabilities.
+
+    ``"in-domain"`` (shipped): the mean log-probabilities over ``CALIBRATION_TEXTS``, film-review
+    sentences written for this module, half of each label; a member that leans to one label on them
+    leans the same way elsewhere (batch calibration, Zhou et al. 2023, on a held-out set of our own).
+    ``"content-free"``: over "N/A", "", "[MASK]" (contextual calibration, Zhao et al. 2021).
+    ``"none"``: no calibration. Computed once per model.
+    """
+    if mode == "none":
+        return None
+    texts = {"in-domain": [text for text, _ in CALIBRATION_TEXTS], "content-free": list(CONTENT_FREE)}[mode]
+    key = (mode, prompts, shots)
+    memo = _bias_memo.setdefault(model, {})
+    if key not in memo:
+        members, _ = label_logprobs(model, tokenizer, texts, prompts=prompts, shots=shots)
+        memo[key] = members.mean(1)
+    return memo[key]
+
+
+def combine(members: torch.Tensor, biases: torch.Tensor | None = None) -> torch.Tensor:
+    """Label probabilities: each member calibrated (when ``biases`` is given), then their mean log-probability."""
+    if biases is not None:
+        members = torch.log_softmax(members - biases[:, None, :], dim=-1)
+    return torch.softmax(members.mean(0), dim=-1)
+
+
+def classify_sentiment(model, tokenizer, texts: list[str], *, calibrate: str = CALIBRATE, **options) -> list[dict]:
     """Label each text ``negative`` or ``positive``.
 
-    Each result: ``label``, ``scores`` (label -> probability, summing to 1: the ensemble's mean
-    log-probabilities, renormalized), ``tokens`` (prompt tokens processed for the text, the shared
-    demonstrations of every ensemble member included).
+    Each result: ``label``, ``scores`` (label -> probability, summing to 1), ``tokens`` (prompt
+    tokens processed for the text, the shared demonstrations of every ensemble member included).
     """
     if not texts:
         return []
-    per_prompt, tokens = label_logprobs(model, tokenizer, texts, **options)
-    probabilities = torch.softmax(per_prompt.mean(0), dim=-1)
+    members, tokens = label_logprobs(model, tokenizer, texts, **options)
+    probabilities = combine(members, member_biases(model, tokenizer, calibrate, **{
+        k: v for k, v in options.items() if k in ("prompts", "shots")}))
     results = []
     for row, count in zip(probabilities.tolist(), tokens):
         scores = dict(zip(LABELS, row))
