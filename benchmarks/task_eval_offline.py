@@ -1,10 +1,12 @@
 """Score the sentiment and extractive-QA tasks in-process on public test sets, with an ablation.
 
-    python benchmarks/task_eval_offline.py [--limit N] [--data-dir DIR] [--tasks sentiment,qa]
+    python benchmarks/task_eval_offline.py [--limit N] [--data-dir DIR] [--tasks sentiment,qa] [--dev]
 
 SST-2 dev (accuracy) and the first SQuAD v1.1 dev questions (EM/F1 with the official answer
 normalization). These files are test sets: nothing in ``inference.tasks`` was fitted to them; this
-script only measures. Each ablation row switches one technique off (or on) to show what it adds;
+script only measures. ``--dev`` scores the development sets in ``benchmarks/devdata/`` instead (SST-2
+train sentences, SQuAD v1.1 train questions; see its SOURCES.md): variants are compared and chosen on
+those, and the test sets are scored once, for the chosen one. Each ablation row switches one technique off (or on) to show what it adds;
 rows that need another pass over the data cost another full run (``--ablation quick`` skips them).
 """
 
@@ -27,6 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Development sets (train splits of the same public data): the place to compare variants.
+DEV_DIR = ROOT / "benchmarks" / "devdata"
+DEV_FILES = {"sentiment": "sst2_train_sentences.tsv", "qa": "squad_train_sample.jsonl"}
 
 
 # --- SQuAD v1.1 official answer normalization and scores -------------------------------------------
@@ -100,7 +105,8 @@ def _p50_latency(call, items: list, samples: int) -> float:
     return statistics.median(latencies) if latencies else math.nan
 
 
-def evaluate_sentiment(model, tokenizer, rows, *, ablation: str, latency_samples: int) -> None:
+def evaluate_sentiment(model, tokenizer, rows, *, ablation: str, latency_samples: int,
+                       name: str = "SST-2 dev") -> None:
     import torch
 
     from inference.tasks import sentiment
@@ -118,7 +124,7 @@ def evaluate_sentiment(model, tokenizer, rows, *, ablation: str, latency_samples
     elapsed = time.perf_counter() - started
     latency = _p50_latency(lambda batch: sentiment.classify_sentiment(model, tokenizer, batch), texts, latency_samples)
 
-    print(f"SST-2 dev: {len(rows)} sentences")
+    print(f"{name}: {len(rows)} sentences")
     print(f"  accuracy {accuracy(shipped):.1f}%  (labels {', '.join(sentiment.LABELS)}; "
           f"{sentiment.PROMPTS} prompts x {sentiment.SHOTS} shots, calibration {sentiment.CALIBRATE!r})")
     print(f"  {len(rows) / elapsed:.1f} items/s batched; p50 latency {1000 * latency:.0f} ms for one item alone; "
@@ -142,7 +148,8 @@ def evaluate_sentiment(model, tokenizer, rows, *, ablation: str, latency_samples
         print(f"    {name:<40} " + " / ".join(f"{v:5.1f}" for v in values))
 
 
-def evaluate_qa(model, tokenizer, rows, *, ablation: str, latency_samples: int) -> None:
+def evaluate_qa(model, tokenizer, rows, *, ablation: str, latency_samples: int,
+                name: str = "SQuAD v1.1 dev, first") -> None:
     from inference.tasks import qa
 
     pairs = [(row["question"], row["context"]) for row in rows]
@@ -165,7 +172,7 @@ def evaluate_qa(model, tokenizer, rows, *, ablation: str, latency_samples: int) 
     em, f1 = squad_scores(shipped, rows)
     tokens = [c.tokens for c in found if c is not None]
 
-    print(f"SQuAD v1.1 dev, first {len(rows)} questions")
+    print(f"{name} {len(rows)} questions")
     print(f"  EM {em:.1f}  F1 {f1:.1f}  (no answer given for {sum(p is None for p in shipped)}; "
           f"focus {qa.FOCUS} sentence(s), beam {qa.BEAM_WIDTH}, demonstrations {qa.DEMONSTRATIONS_USED!r}, "
           f"no-answer rule {qa.ABSTAIN_RULE!r})")
@@ -197,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N items of each set")
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "eval")
     parser.add_argument("--tasks", default="sentiment,qa")
+    parser.add_argument("--dev", action="store_true",
+                        help="score the development sets in benchmarks/devdata/ instead of the test sets")
     parser.add_argument("--ablation", choices=("quick", "full"), default="full",
                         help="quick: only rows computable from the shipped run")
     parser.add_argument("--latency-samples", type=int, default=10)
@@ -210,11 +219,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"model loaded in {time.perf_counter() - started:.1f} s; torch threads {torch.get_num_threads()}")
     tasks = {task.strip() for task in args.tasks.split(",")}
     if "sentiment" in tasks:
-        rows = load_sst2(args.data_dir / "sst2_dev.tsv", args.limit)
-        evaluate_sentiment(model, tokenizer, rows, ablation=args.ablation, latency_samples=args.latency_samples)
+        rows = load_sst2(DEV_DIR / DEV_FILES["sentiment"] if args.dev else args.data_dir / "sst2_dev.tsv", args.limit)
+        evaluate_sentiment(model, tokenizer, rows, ablation=args.ablation, latency_samples=args.latency_samples,
+                           name="DEVELOPMENT set, SST-2 train sentences" if args.dev else "SST-2 dev")
     if "qa" in tasks:
-        rows = load_squad(args.data_dir / "squad_dev_300.jsonl", args.limit)
-        evaluate_qa(model, tokenizer, rows, ablation=args.ablation, latency_samples=args.latency_samples)
+        rows = load_squad(DEV_DIR / DEV_FILES["qa"] if args.dev else args.data_dir / "squad_dev_300.jsonl", args.limit)
+        evaluate_qa(model, tokenizer, rows, ablation=args.ablation, latency_samples=args.latency_samples,
+                    name="DEVELOPMENT set, SQuAD v1.1 train sample," if args.dev else "SQuAD v1.1 dev, first")
 
 
 if __name__ == "__main__":
