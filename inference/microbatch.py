@@ -12,8 +12,10 @@ from concurrent.futures import Future
 
 
 class MicroBatcher:
-    def __init__(self, run: Callable[[list], list], *, max_items: int = 64, name: str = "microbatch"):
+    def __init__(self, run: Callable[[list], list], *, max_items: int = 64, name: str = "microbatch",
+                 threads: int | None = None):
         self._run = run
+        self._threads = threads  # torch threads for ``run`` (None: this thread's default)
         self._max_items = max_items
         self._waiting: list[tuple[object, Future]] = []
         self._lock = threading.Condition()
@@ -32,6 +34,10 @@ class MicroBatcher:
         return [future.result() for future in futures]
 
     def _loop(self) -> None:
+        if self._threads:
+            from platform.torch_threads import use_threads
+
+            use_threads(self._threads)
         while True:
             with self._lock:
                 while not self._waiting:

@@ -230,7 +230,7 @@ class BatchScheduler:
     """Runs submitted generations in one continuously re-formed batch on a background thread."""
 
     def __init__(self, model, *, eos_token_ids: set[int], pad_token_id: int, max_batch_size: int = 16,
-                 max_queue: int = 64, clock: Callable[[], float] = time.monotonic) -> None:
+                 max_queue: int = 64, threads: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self.model = model
@@ -238,6 +238,7 @@ class BatchScheduler:
         self.pad_token_id = pad_token_id
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
+        self._threads = threads  # torch threads for the forward passes (None: this thread's default)
         self._clock = clock
         config = getattr(model, "config", None)
         self._max_positions = getattr(config, "max_position_embeddings", None) or 1 << 30
@@ -309,6 +310,10 @@ class BatchScheduler:
         return None
 
     def _run(self) -> None:
+        if self._threads:
+            from platform.torch_threads import use_threads
+
+            use_threads(self._threads)
         with torch.inference_mode():
             while True:
                 admitted = self._wait_for_work()

@@ -17,6 +17,7 @@ from inference.tasks.sentiment import classify_sentiment
 class TransformersEngine(Engine):
     def __init__(self, *, model, tokenizer, model_id: str, max_batch_size: int, max_queue: int):
         from inference.scheduler import BatchScheduler
+        from platform.torch_threads import model_threads
 
         self.model = model
         self.tokenizer = tokenizer
@@ -29,11 +30,14 @@ class TransformersEngine(Engine):
             eos_ids.update(model.generation_config.eos_token_id)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.scheduler = BatchScheduler(
-            model, eos_token_ids=eos_ids, pad_token_id=pad_id, max_batch_size=max_batch_size, max_queue=max_queue
+            model, eos_token_ids=eos_ids, pad_token_id=pad_id, max_batch_size=max_batch_size, max_queue=max_queue,
+            threads=model_threads(),
         )
         # Sentiment and QA score with the same model (no second copy), batched across concurrent requests.
-        self._sentiment = MicroBatcher(lambda texts: classify_sentiment(model, tokenizer, texts), name="sentiment")
-        self._qa = MicroBatcher(lambda pairs: answer_questions(model, tokenizer, pairs), max_items=16, name="qa")
+        self._sentiment = MicroBatcher(lambda texts: classify_sentiment(model, tokenizer, texts), name="sentiment",
+                                       threads=model_threads())
+        self._qa = MicroBatcher(lambda pairs: answer_questions(model, tokenizer, pairs), max_items=16, name="qa",
+                                threads=model_threads())
 
     @classmethod
     def from_settings(cls) -> "TransformersEngine":

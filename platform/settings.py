@@ -161,11 +161,20 @@ SLUICE_MAX_NEW_TOKENS = env_int("SLUICE_MAX_NEW_TOKENS", 1024, minimum=1)
 SLUICE_DEFAULT_MAX_TOKENS = env_int("SLUICE_DEFAULT_MAX_TOKENS", 256, minimum=1)
 SLUICE_MAX_BATCH_SIZE = env_int("SLUICE_MAX_BATCH_SIZE", 16, minimum=1, maximum=256)
 SLUICE_MAX_QUEUE = env_int("SLUICE_MAX_QUEUE", 64, minimum=0)
+SLUICE_TORCH_THREADS = env_int("SLUICE_TORCH_THREADS", 0, minimum=0)  # the model's CPU threads; 0 = every CPU
 # Task endpoints: at most this many items per request; optional dedicated model folders.
 SLUICE_TASK_MAX_INPUTS = env_int("SLUICE_TASK_MAX_INPUTS", 32, minimum=1, maximum=1000)
 SLUICE_SENTIMENT_MODEL_PATH = env_str("SLUICE_SENTIMENT_MODEL_PATH", "")
 SLUICE_QA_MODEL_PATH = env_str("SLUICE_QA_MODEL_PATH", "")
 SLUICE_MODERATION_MAX_INPUTS = env_int("SLUICE_MODERATION_MAX_INPUTS", 32, minimum=1, maximum=1000)
+# Allowed moderation decisions are counted in memory and written at most this often (seconds; 0: at once).
+SLUICE_MODERATION_COUNT_FLUSH_S = env_float("SLUICE_MODERATION_COUNT_FLUSH_S", 5.0)
+# Moderation policies are read from the database at most this often per process (seconds; 0: every request).
+# Edits in the admin reach the process that saved them at once and every other process within this time.
+SLUICE_POLICY_CACHE_S = env_float("SLUICE_POLICY_CACHE_S", 5.0)
+# Streamed output: characters held back past each check (a phrase up to this long is judged whole
+# before any of it is released).
+SLUICE_MODERATION_HOLD_CHARS = env_int("SLUICE_MODERATION_HOLD_CHARS", 16, minimum=0, maximum=1000)
 SLUICE_KEY_ROTATION_GRACE_S = env_int("SLUICE_KEY_ROTATION_GRACE_S", 86_400, minimum=0)
 # Pending usage rows older than this were left by a dead worker; `settle_stale_reservations` settles them.
 SLUICE_STALE_RESERVATION_S = env_int("SLUICE_STALE_RESERVATION_S", 900, minimum=60)
