@@ -5,6 +5,7 @@ Views call one function here; nothing here knows about HTTP beyond raising ApiEr
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -20,7 +21,13 @@ from inference.registry import UnknownModel, available_models, default_engine, e
 from inference.sampling import SamplingParams
 from moderation.guard import OutputGuard
 from moderation.policies import policy_for
-from moderation.services import ModerationContext, ModerationLogFailed, Verdict, moderation_check
+from moderation.services import (
+    ModerationContext,
+    ModerationLogFailed,
+    Verdict,
+    moderation_check,
+    moderation_count_allowed,
+)
 from platform.errors import ApiError
 
 ENDPOINT_CHAT = "chat.completions"
@@ -248,22 +255,26 @@ def _moderate_input(job: GenerationJob, context: ModerationContext, policy, engi
     return job.with_input_texts(texts, engine) if texts != job.input_texts else job
 
 
-def _output_guard(context: ModerationContext, policy) -> OutputGuard:
+def _output_guard(context: ModerationContext, policy, *, streaming: bool) -> OutputGuard:
+    """A stream releases text window by window as it is checked; a whole response is checked once, whole."""
+    if not policy.check_output:  # nothing to check: release each piece as it comes, holding nothing back
+        return OutputGuard(lambda text: Verdict(action="allow", text=text), hold_chars=0, first_window_chars=1,
+                           max_window_chars=1)
+
     def check(text: str) -> Verdict:
         try:
-            verdict = moderation_check(texts=[text], direction="output", context=context, policy=policy)[0]
+            verdict = moderation_check(texts=[text], direction="output", context=context, policy=policy,
+                                       count_allowed=False)[0]
         except ModerationLogFailed:  # never release what could not be logged
             verdict = Verdict(action="block", text="")
-        if policy.check_output:
-            metrics.MODERATION_ACTIONS.labels("output", verdict.action).inc()
+        metrics.MODERATION_ACTIONS.labels("output", verdict.action).inc()
         return verdict
 
-    if not policy.check_output:  # nothing to check: release each piece as it comes, holding nothing back
-        return OutputGuard(check, hold_chars=0, check_every_chars=1)
-    return OutputGuard(check)
+    return OutputGuard(check, hold_chars=settings.SLUICE_MODERATION_HOLD_CHARS if streaming else math.inf,
+                       on_all_allowed=lambda: moderation_count_allowed("output"))
 
 
-def generation_start(*, key: ApiKey, request_id: str, job: GenerationJob) -> RunningGeneration:
+def generation_start(*, key: ApiKey, request_id: str, job: GenerationJob, streaming: bool = True) -> RunningGeneration:
     """Moderate the input, admit the job (limits, quota, usage row) and start it on the engine."""
     try:
         key_check_access(key=key, model=job.model, endpoint=job.endpoint)
@@ -306,14 +317,14 @@ def generation_start(*, key: ApiKey, request_id: str, job: GenerationJob) -> Run
             headers={"Retry-After": "1", **admission.headers},
         ) from None
     return RunningGeneration(
-        job=job, admission=admission, text_stream=text_stream, guard=_output_guard(context, policy),
+        job=job, admission=admission, text_stream=text_stream, guard=_output_guard(context, policy, streaming=streaming),
         headers=admission.headers,
     )
 
 
 def generation_complete(*, key: ApiKey, request_id: str, job: GenerationJob) -> tuple[Generated, dict[str, str]]:
     """Run a job to the end (non-streaming)."""
-    running = generation_start(key=key, request_id=request_id, job=job)
+    running = generation_start(key=key, request_id=request_id, job=job, streaming=False)
     for _ in running.pieces():
         pass
     if running.text_stream.finish_reason == "error" and not running.guard.blocked:

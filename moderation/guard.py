@@ -3,6 +3,11 @@
 Generated text is held back until it has been checked. Each check looks at the unreleased text plus some
 already released context, so a phrase split over two chunks is judged whole; the last ``hold_chars`` of
 each check stay unreleased, because the next chunk could still complete a phrase that starts there.
+
+Checks come early and then grow apart: the first as soon as ``first_window_chars`` can be released (so the
+first text reaches the client a few tokens after it is generated), each later window twice the last, up to
+``max_window_chars`` (so a long answer costs a check per window, not per token). With ``hold_chars=math.inf``
+nothing is released before ``finish``, which checks the whole text at once (responses that are not streamed).
 """
 
 from __future__ import annotations
@@ -11,33 +16,44 @@ from collections.abc import Callable
 
 from moderation.services import Verdict
 
-CONTEXT_CHARS = 200
+# Released text each check sees again before the new text: enough for any phrase to be judged whole.
+CONTEXT_CHARS = 96
 
 
 class OutputGuard:
-    def __init__(self, check: Callable[[str], Verdict], *, hold_chars: int = 32, check_every_chars: int = 32):
+    def __init__(self, check: Callable[[str], Verdict], *, hold_chars: float = 16, first_window_chars: int = 1,
+                 max_window_chars: int = 64, on_all_allowed: Callable[[], None] | None = None):
         self._check = check
+        self._on_all_allowed = on_all_allowed  # called once when a stream ends with every check allowed
         self._hold = hold_chars
-        self._every = check_every_chars
+        self._window = max(1, first_window_chars)
+        self._max_window = max(self._window, max_window_chars)
         self._released_tail = ""
         self._pending = ""
         self.blocked = False
         self.verdicts: list[Verdict] = []
+
+    @property
+    def all_allowed(self) -> bool:
+        """Every check so far let its text through unchanged."""
+        return all(verdict.action == "allow" for verdict in self.verdicts)
 
     def push(self, piece: str) -> str:
         """Add generated text; return what may be released now (possibly "")."""
         if self.blocked:
             return ""
         self._pending += piece
-        if len(self._pending) < self._hold + self._every:
+        if len(self._pending) < self._hold + self._window:
             return ""
+        self._window = min(self._window * 2, self._max_window)
         return self._release(keep=self._hold)
 
     def finish(self) -> str:
         """The generation ended: check and release everything still held."""
-        if self.blocked or not self._pending:
-            return ""
-        return self._release(keep=0)
+        released = "" if self.blocked or not self._pending else self._release(keep=0)
+        if self._on_all_allowed is not None and self.verdicts and self.all_allowed:
+            self._on_all_allowed()
+        return released
 
     def _release(self, *, keep: int) -> str:
         context = self._released_tail[-CONTEXT_CHARS:]

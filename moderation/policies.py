@@ -1,14 +1,23 @@
 """Which action each category gets, for an account: built-in defaults, then the default policy's rules,
-then the account's own rules (each layer overrides the categories it names)."""
+then the account's own rules (each layer overrides the categories it names).
+
+A process reuses what it read for ``SLUICE_POLICY_CACHE_S`` seconds (every request needs its policy, and it
+changes rarely); saving or deleting a policy or rule forgets them in the saving process at once.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
+
+from django.conf import settings
+from django.db.models.signals import post_delete, post_save
 
 from accounts.models import Account
 from moderation.categories import CATEGORIES
 from moderation.detectors import DEFAULT_THRESHOLD
-from moderation.models import BLOCK, FLAG, ModerationPolicy
+from moderation.models import BLOCK, FLAG, ModerationPolicy, PolicyRule
 
 # Out of the box: block what no deployment wants to serve, log the rest for review.
 BUILT_IN_ACTIONS = {
@@ -43,7 +52,38 @@ class EffectivePolicy:
     strike_window_minutes: int = 60
 
 
+_cached: dict[int | None, tuple[EffectivePolicy, float]] = {}
+_cache_lock = threading.Lock()
+
+
 def policy_for(account: Account | None) -> EffectivePolicy:
+    ttl = settings.SLUICE_POLICY_CACHE_S
+    account_id = account.pk if account is not None else None
+    if ttl > 0:
+        with _cache_lock:
+            entry = _cached.get(account_id)
+        if entry is not None and time.monotonic() - entry[1] < ttl:
+            return entry[0]
+    policy = _read_policy(account)
+    if ttl > 0:
+        with _cache_lock:
+            if len(_cached) >= 10_000:
+                _cached.clear()
+            _cached[account_id] = (policy, time.monotonic())
+    return policy
+
+
+def policy_cache_clear(**_signal) -> None:
+    with _cache_lock:
+        _cached.clear()
+
+
+for _model in (ModerationPolicy, PolicyRule):
+    post_save.connect(policy_cache_clear, sender=_model, dispatch_uid=f"policy-cache-{_model.__name__}-save")
+    post_delete.connect(policy_cache_clear, sender=_model, dispatch_uid=f"policy-cache-{_model.__name__}-delete")
+
+
+def _read_policy(account: Account | None) -> EffectivePolicy:
     rules = {category: Rule(DEFAULT_THRESHOLD, BUILT_IN_ACTIONS[category]) for category in CATEGORIES}
     settings_from = None
     layers = ModerationPolicy.objects.filter(account__isnull=True)

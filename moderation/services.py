@@ -10,15 +10,15 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import transaction
 
 from accounts import clock
 from accounts.models import Account, ApiKey
 from accounts.services import key_suspend, request_admit, request_settle
+from moderation import allowed_counts
 from moderation.categories import CATEGORIES
 from moderation.detectors import Detection, count_tokens, detect_many
-from moderation.models import ACTION_SEVERITY, ALLOW, BLOCK, REDACT, AllowedCount, ModerationEvent
+from moderation.models import ACTION_SEVERITY, ALLOW, BLOCK, REDACT, ModerationEvent
 from moderation.policies import EffectivePolicy, policy_for
 
 logger = logging.getLogger(__name__)
@@ -75,9 +75,11 @@ def verdict_from_detection(text: str, detection: Detection, policy: EffectivePol
     return Verdict(action=action, text=released, categories=tuple(flagged), scores=dict(detection.scores))
 
 
-def _log(verdict: Verdict, *, original: str, direction: str, context: ModerationContext) -> None:
+def _log(verdict: Verdict, *, original: str, direction: str, context: ModerationContext,
+         count_allowed: bool = True) -> None:
     if verdict.action == ALLOW:
-        _count_allowed(direction)
+        if count_allowed:
+            allowed_counts.count_allowed(direction)
         return
     try:
         with transaction.atomic():
@@ -98,19 +100,6 @@ def _log(verdict: Verdict, *, original: str, direction: str, context: Moderation
         raise ModerationLogFailed(str(error)) from error
 
 
-def _count_allowed(direction: str) -> None:
-    day = clock.now().date()
-    try:
-        if not AllowedCount.objects.filter(day=day, direction=direction).update(count=F("count") + 1):
-            try:
-                with transaction.atomic():
-                    AllowedCount.objects.create(day=day, direction=direction, count=1)
-            except IntegrityError:  # another request created today's row first
-                AllowedCount.objects.filter(day=day, direction=direction).update(count=F("count") + 1)
-    except Exception:  # a missed count of allowed traffic must never fail a request
-        logger.warning("Could not count allowed moderation traffic", exc_info=True)
-
-
 def _apply_strikes(policy: EffectivePolicy, context: ModerationContext) -> None:
     if not policy.strike_limit or context.api_key is None:
         return
@@ -122,9 +111,13 @@ def _apply_strikes(policy: EffectivePolicy, context: ModerationContext) -> None:
 
 
 def moderation_check(
-    *, texts: list[str], direction: str, context: ModerationContext, policy: EffectivePolicy | None = None
+    *, texts: list[str], direction: str, context: ModerationContext, policy: EffectivePolicy | None = None,
+    count_allowed: bool = True,
 ) -> list[Verdict]:
-    """Judge each text under the account's policy; log what is not allowed before anything is released."""
+    """Judge each text under the account's policy; log what is not allowed before anything is released.
+
+    Allowed texts are counted, unless ``count_allowed`` is false: a stream's windows are counted once, as one
+    allowed output, when the stream ends (``moderation_count_allowed``)."""
     policy = policy or policy_for(context.account)
     enabled = policy.check_input if direction == "input" else policy.check_output
     if not enabled or not texts:
@@ -132,11 +125,16 @@ def moderation_check(
     verdicts = []
     for text, detection in zip(texts, detect_many(texts)):
         verdict = verdict_from_detection(text, detection, policy)
-        _log(verdict, original=text, direction=direction, context=context)
+        _log(verdict, original=text, direction=direction, context=context, count_allowed=count_allowed)
         verdicts.append(verdict)
     if any(v.blocked for v in verdicts):
         _apply_strikes(policy, context)
     return verdicts
+
+
+def moderation_count_allowed(direction: str) -> None:
+    """Count one allowed text (e.g. a whole stream whose every window was allowed)."""
+    allowed_counts.count_allowed(direction)
 
 
 def moderation_classify(*, texts: list[str], account: Account | None) -> list[dict]:

@@ -30,17 +30,25 @@ def fake_engine():
 
 @pytest.fixture(autouse=True)
 def fresh_process_state(settings):
-    """Per-process state that must not leak between tests: cached keys, remote engines built from settings.
+    """Per-process state that must not leak between tests: cached keys and policies, unwritten
+    moderation counts, remote engines built from settings.
 
     Tests change keys and accounts mid-test and expect the next request to see it, so the key cache is off
     unless a test turns it on (tests/test_key_cache.py)."""
     from accounts.key_cache import key_cache_clear
     from inference.registry import remote_engines_reset
+    from moderation import allowed_counts
+    from moderation.policies import policy_cache_clear
 
     settings.SLUICE_KEY_CACHE_S = 0
+    settings.SLUICE_MODERATION_COUNT_FLUSH_S = 0  # written at once; tests/test_moderation.py tests the buffering
     key_cache_clear()
+    policy_cache_clear()  # a rolled-back policy sends no signal
+    allowed_counts.discard()
     yield
     key_cache_clear()
+    policy_cache_clear()
+    allowed_counts.discard()
     remote_engines_reset()
 
 

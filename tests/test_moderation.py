@@ -38,6 +38,45 @@ def test_allowed_traffic_is_counted_not_stored(api, fake_engine):
     assert {(c.direction, c.count) for c in AllowedCount.objects.all()} == {("input", 1), ("output", 1)}
 
 
+def test_a_stream_counts_once_and_counts_are_written_in_batches(api, fake_engine, settings, monkeypatch):
+    from moderation import allowed_counts
+
+    now = [1000.0]
+    monkeypatch.setattr(allowed_counts, "_monotonic", lambda: now[0])
+    allowed_counts.flush()
+    settings.SLUICE_MODERATION_COUNT_FLUSH_S = 5
+    fake_engine.replies.append("A long and perfectly pleasant answer about the sea, " * 4)  # many windows
+    payloads = sse_payloads(api.post(CHAT, chat("Tell me about the sea.", stream=True, max_tokens=500)))
+    assert payloads[-2]["choices"][0]["finish_reason"] == "stop"
+    assert AllowedCount.objects.count() == 0  # gathered in memory, not yet written
+    now[0] += 5
+    fake_engine.replies.append("Short.")
+    # Due: this request's input check writes everything gathered (the stream's many windows counted once).
+    assert api.post(CHAT, chat("And the sky?")).status_code == 200
+    assert {(c.direction, c.count) for c in AllowedCount.objects.all()} == {("input", 2), ("output", 1)}
+    allowed_counts.flush()  # as at exit
+    assert {(c.direction, c.count) for c in AllowedCount.objects.all()} == {("input", 2), ("output", 2)}
+
+
+def test_a_policy_edit_applies_at_once_here_and_within_the_cache_time_elsewhere(api, account, fake_engine,
+                                                                                settings, monkeypatch):
+    from moderation import policies
+
+    settings.SLUICE_POLICY_CACHE_S = 5
+    now = [1000.0]
+    monkeypatch.setattr(policies.time, "monotonic", lambda: now[0])
+    assert api.post(CHAT, chat("I will kill you.")).status_code == 400
+    policy = ModerationPolicy.objects.create(name="lenient", account=account)  # saved here: seen at once
+    for category in ("harassment/threatening", "violence", "harassment", "hate/threatening", "violence/graphic"):
+        PolicyRule.objects.create(policy=policy, category=category, threshold=0.99, action=FLAG)
+    assert api.post(CHAT, chat("I will kill you.")).status_code == 200
+    # Another process's edit (no signal here) is seen once the cached copy is older than the cache time.
+    PolicyRule.objects.filter(policy=policy).update(action=BLOCK, threshold=0.5)
+    assert api.post(CHAT, chat("I will kill you.")).status_code == 200
+    now[0] += 5
+    assert api.post(CHAT, chat("I will kill you.")).status_code == 400
+
+
 def test_a_blocked_output_returns_the_openai_content_filter_result(api, fake_engine):
     fake_engine.replies.append(THREAT)
     response = api.post(CHAT, chat("Please write a short poem about the sea."))
@@ -65,7 +104,7 @@ def test_the_guard_holds_back_text_until_it_is_checked_across_boundaries():
         checked.append(text)
         return Verdict(action=BLOCK if "forbidden phrase" in text else "allow", text=text)
 
-    guard = OutputGuard(check, hold_chars=20, check_every_chars=10)
+    guard = OutputGuard(check, hold_chars=20, first_window_chars=10, max_window_chars=10)
     released = ""
     for piece in ["hello there, this is fine. the forbid", "den phrase appears here"]:
         released += guard.push(piece)
@@ -73,6 +112,25 @@ def test_the_guard_holds_back_text_until_it_is_checked_across_boundaries():
     assert guard.blocked
     assert "forbid" not in released
     assert any("forbidden phrase" in text for text in checked)
+
+
+def test_the_guard_releases_the_first_text_early_and_checks_ever_larger_windows():
+    checked = []
+
+    def check(text):
+        checked.append(text)
+        return Verdict(action="allow", text=text)
+
+    guard = OutputGuard(check, hold_chars=16, first_window_chars=4, max_window_chars=64)
+    released = []
+    for character in "x" * 400:
+        released.append(guard.push(character))
+    first = next(index for index, piece in enumerate(released) if piece)
+    assert first == 16 + 4 - 1 and released[first] == "xxxx"  # after the hold plus the first window
+    sizes = [len(piece) for piece in released if piece]
+    assert sizes[:5] == [4, 8, 16, 32, 64] and set(sizes[5:]) == {64}
+    assert len(checked) == len(sizes)  # one check per release
+    assert "".join(released) + guard.finish() == "x" * 400
 
 
 def test_a_log_write_failure_blocks_the_response(api, fake_engine, monkeypatch):
