@@ -5,9 +5,20 @@ model, whose scheduler batches their forward passes. Each worker process holds i
 so add workers for CPU-bound gateway work or many cores, and hosts for more.
 """
 
+import ctypes
+import ctypes.util
 import os
 import shutil
 import tempfile
+
+# glibc gives each thread that allocates its own malloc arena (up to 8 per core); with 64 request threads
+# touching tensors that fragments memory: peak RSS at 16 concurrent streams measured 1772 MB with the
+# default and 1418 MB with 2 arenas, at the same tokens/s. Set here, before the workers fork, so it holds
+# however the server is started. SLUICE_MALLOC_ARENAS=0 keeps glibc's default.
+_M_ARENA_MAX = -8
+_arenas = int(os.environ.get("SLUICE_MALLOC_ARENAS", "2"))
+if _arenas > 0 and ctypes.util.find_library("c"):
+    ctypes.CDLL(ctypes.util.find_library("c")).mallopt(_M_ARENA_MAX, _arenas)
 
 bind = os.environ.get("SLUICE_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("SLUICE_WORKERS", "1"))
