@@ -208,10 +208,11 @@ def warm_up_in_background() -> threading.Thread:
             remote_engines_start()  # their clients and health probes; remote models load nothing
         except Exception:
             logger.exception("Engine failed to load")
-        from moderation.detectors import detect
 
-        detect("warm up")  # loads the moderation components once, off the request path
+    from moderation.detectors import detectors_load_in_background, detectors_status
 
+    if detectors_status() == "not loaded":
+        detectors_load_in_background()  # at the same time as the model: ready in the longer of the two
     thread = threading.Thread(target=load, name="engine-warm-up", daemon=True)
     thread.start()
     return thread

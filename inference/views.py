@@ -162,22 +162,28 @@ class HealthView(APIView):
 
 
 class ReadyView(APIView):
-    """``GET /readyz``: the model is loaded and the database answers. Starts loading the model if nobody has."""
+    """``GET /readyz``: the model and the moderation detectors are loaded and the database answers. Starts
+    loading them if nobody has."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
     @extend_schema(tags=["health"], responses=dict)
     def get(self, request):
+        from moderation.detectors import detectors_status
+
         model = engine_status() if settings.SLUICE_LOCAL_MODEL else "ready"  # remote models load nothing here
-        if model == "not loaded":
+        moderation = detectors_status()
+        if model == "not loaded" or moderation == "not loaded":
             warm_up_in_background()
-            model = "loading"
+            model = "loading" if model == "not loaded" else model
+            moderation = "loading" if moderation == "not loaded" else moderation
         try:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
             database = "ok"
         except Exception as error:  # any database failure means "not ready", never a 500
             database = f"error: {type(error).__name__}"
-        ready = model == "ready" and database == "ok"
-        return Response({"ready": ready, "model": model, "database": database}, status=200 if ready else 503)
+        ready = model == "ready" and moderation == "ready" and database == "ok"
+        return Response({"ready": ready, "model": model, "moderation": moderation, "database": database},
+                        status=200 if ready else 503)

@@ -1,6 +1,7 @@
 """The OpenAI-compatible generation endpoints, on the fake engine, through the real middleware and auth."""
 
 import json
+import time
 
 import pytest
 
@@ -225,8 +226,21 @@ def test_models_are_listed_in_openais_shape(api):
 
 def test_health_and_readiness(anonymous, db):
     assert anonymous.get("/healthz").json() == {"status": "ok"}
-    ready = anonymous.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["ready"] is True
+    deadline = time.monotonic() + 120
+    ready = anonymous.get("/readyz")  # starts loading the moderation detectors if nothing has yet
+    while ready.status_code == 503 and ready.json()["moderation"] == "loading" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        ready = anonymous.get("/readyz")
+    assert ready.status_code == 200 and ready.json() == {"ready": True, "model": "ready", "moderation": "ready",
+                                                         "database": "ok"}
+
+
+def test_readiness_is_false_until_the_moderation_detectors_are_loaded(anonymous, db, monkeypatch):
+    import moderation.detectors
+
+    monkeypatch.setattr(moderation.detectors, "detectors_status", lambda: "loading")
+    response = anonymous.get("/readyz")
+    assert response.status_code == 503 and response.json()["moderation"] == "loading"
 
 
 def test_readiness_is_false_until_the_model_is_loaded(anonymous, db, monkeypatch):
