@@ -35,7 +35,7 @@ class MicroBatcher:
 
     def _loop(self) -> None:
         if self._threads:
-            from platform.torch_threads import use_threads
+            from inference.torch_threads import use_threads
 
             use_threads(self._threads)
         while True:

@@ -311,7 +311,7 @@ class BatchScheduler:
 
     def _run(self) -> None:
         if self._threads:
-            from platform.torch_threads import use_threads
+            from inference.torch_threads import use_threads
 
             use_threads(self._threads)
         with torch.inference_mode():

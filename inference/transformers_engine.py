@@ -17,7 +17,7 @@ from inference.tasks.sentiment import classify_sentiment
 class TransformersEngine(Engine):
     def __init__(self, *, model, tokenizer, model_id: str, max_batch_size: int, max_queue: int):
         from inference.scheduler import BatchScheduler
-        from platform.torch_threads import model_threads
+        from inference.torch_threads import model_threads
 
         self.model = model
         self.tokenizer = tokenizer
