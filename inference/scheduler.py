@@ -36,6 +36,16 @@ _DONE = object()
 PREFILL_TOKEN_BUDGET = 2048
 
 
+# Prompts that start alike (a system prompt, the chat template's header) share the keys and values of that
+# start: computed once, kept in a small LRU and put in front of each prefill that begins with it, so a
+# prefill computes only what differs. A shared start is found by comparing a prompt with the one before it,
+# cut to a multiple of PREFIX_BLOCK tokens so that prompts differing a few tokens later share one entry.
+PREFIX_BLOCK = 8
+MIN_SHARED_PREFIX = 16
+MAX_SHARED_PREFIX = 512
+PREFIX_CACHE_ENTRIES = 4
+
+
 class QueueFull(Exception):
     """Raised by `BatchScheduler.submit` when `max_queue` requests are already waiting."""
 
@@ -226,11 +236,52 @@ class _BatchKV:
         self.start += int(torch.argmax(used.to(torch.uint8)))
 
 
+class _PrefixCache:
+    """Keys and values ([1, H, p, D] per layer) of prompt starts, least recently used evicted first."""
+
+    def __init__(self, entries: int) -> None:
+        self._entries: collections.OrderedDict[tuple[int, ...], tuple[list[torch.Tensor], list[torch.Tensor]]] = (
+            collections.OrderedDict())
+        self.capacity = entries
+
+    def longest_for(self, prompt: list[int]) -> tuple[int, ...] | None:
+        """The longest cached start of ``prompt`` that leaves at least one token of it to prefill."""
+        best = None
+        for prefix in self._entries:
+            if len(prefix) < len(prompt) and (best is None or len(prefix) > len(best)) and \
+                    tuple(prompt[: len(prefix)]) == prefix:
+                best = prefix
+        if best is not None:
+            self._entries.move_to_end(best)
+        return best
+
+    def get(self, prefix: tuple[int, ...]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        return self._entries[prefix]
+
+    def put(self, prefix: tuple[int, ...], keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+        self._entries[prefix] = (keys, values)
+        self._entries.move_to_end(prefix)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _shared_start(a: list[int], b: list[int]) -> int:
+    limit = min(len(a), len(b))
+    n = 0
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
+
+
 class BatchScheduler:
     """Runs submitted generations in one continuously re-formed batch on a background thread."""
 
     def __init__(self, model, *, eos_token_ids: set[int], pad_token_id: int, max_batch_size: int = 16,
-                 max_queue: int = 64, threads: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 max_queue: int = 64, threads: int | None = None, prefix_cache_entries: int = PREFIX_CACHE_ENTRIES,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self.model = model
@@ -251,6 +302,8 @@ class BatchScheduler:
         self._steps = 0
 
         self._kv = _BatchKV(max_batch_size)
+        self._prefixes = _PrefixCache(prefix_cache_entries)  # 0 turns sharing off
+        self._last_prompt: list[int] | None = None
         self._next_input = torch.full((max_batch_size,), pad_token_id, dtype=torch.long, device=self._device)
         self._positions = torch.zeros((max_batch_size,), dtype=torch.long, device=self._device)
         self._eos_list = torch.tensor(sorted(self.eos_token_ids), dtype=torch.long, device=self._device)
@@ -286,7 +339,8 @@ class BatchScheduler:
 
     def stats(self) -> dict:
         with self._cond:
-            return {"running": len(self._running), "waiting": len(self._waiting), "steps": self._steps}
+            return {"running": len(self._running), "waiting": len(self._waiting), "steps": self._steps,
+                    "cached_prefixes": len(self._prefixes)}
 
     def close(self) -> None:
         with self._cond:
@@ -392,24 +446,70 @@ class BatchScheduler:
         return rows
 
     def _prefill(self, admitted: list[GenerationHandle]) -> None:
+        """Prefill the joining requests, those that start with the same cached prefix together."""
+        groups: dict[tuple[int, ...] | None, list[GenerationHandle]] = {}
+        cached: dict[tuple[int, ...], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        for handle in admitted:
+            prefix = self._prefix_for(handle.prompt_ids) if self._prefixes.capacity else None
+            if prefix is not None:
+                cached[prefix] = self._prefixes.get(prefix)  # held here: a later put may evict it
+            groups.setdefault(prefix, []).append(handle)
+        for prefix, members in groups.items():
+            self._prefill_group(members, prefix, cached.get(prefix))
+
+    def _prefix_for(self, prompt: list[int]) -> tuple[int, ...] | None:
+        """The cached start to reuse for ``prompt``, caching a new one it shares with the previous prompt."""
+        found = self._prefixes.longest_for(prompt)
+        previous, self._last_prompt = self._last_prompt, prompt
+        if previous is None:
+            return found
+        shared = min(_shared_start(prompt, previous), len(prompt) - 1, MAX_SHARED_PREFIX)
+        shared -= shared % PREFIX_BLOCK
+        if shared < MIN_SHARED_PREFIX or (found is not None and len(found) >= shared):
+            return found
+        prefix = tuple(prompt[:shared])
+        out = self.model(input_ids=torch.tensor([prefix], dtype=torch.long, device=self._device),
+                         position_ids=torch.arange(shared, device=self._device)[None], use_cache=True,
+                         logits_to_keep=1)
+        layers = out.past_key_values.layers
+        self._prefixes.put(prefix, [layer.keys for layer in layers], [layer.values for layer in layers])
+        return prefix
+
+    def _prefill_group(self, admitted: list[GenerationHandle], prefix: tuple[int, ...] | None,
+                       prefix_kv: tuple[list[torch.Tensor], list[torch.Tensor]] | None) -> None:
+        from transformers import DynamicCache
+
+        shared = len(prefix) if prefix else 0
         lengths = [len(h.prompt_ids) for h in admitted]
-        longest = max(lengths)
+        rests = [length - shared for length in lengths]
+        longest = max(rests)
         ids = torch.full((len(admitted), longest), self.pad_token_id, dtype=torch.long)
-        mask2d = torch.zeros((len(admitted), longest), dtype=torch.bool)
+        rest_mask = torch.zeros((len(admitted), longest), dtype=torch.bool)
         for row, handle in enumerate(admitted):
-            ids[row, longest - lengths[row]:] = torch.tensor(handle.prompt_ids, dtype=torch.long)
-            mask2d[row, longest - lengths[row]:] = True
-        positions = (mask2d.long().cumsum(-1) - 1).clamp(min=0)
-        if min(lengths) == longest:
-            attention = None  # no padding: let the model use its plain causal path
+            ids[row, longest - rests[row]:] = torch.tensor(handle.prompt_ids[shared:], dtype=torch.long)
+            rest_mask[row, longest - rests[row]:] = True
+        positions = shared + (rest_mask.long().cumsum(-1) - 1).clamp(min=0)
+        mask2d = torch.cat([torch.ones((len(admitted), shared), dtype=torch.bool), rest_mask], dim=1)
+        past = None
+        if prefix:
+            keys, values = prefix_kv
+            rows = len(admitted)
+            past = DynamicCache(ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
+                                                for k, v in zip(keys, values)])
+        if not prefix and min(rests) == longest:
+            attention = None  # no padding, nothing cached: let the model use its plain causal path
         else:
             causal = torch.ones((longest, longest), dtype=torch.bool).tril()
-            attention = causal[None, None] & mask2d[:, None, None, :]
+            attention = causal[None, None] & rest_mask[:, None, None, :]
             # Padding queries attend to themselves so no softmax row is empty (which would yield NaN).
             attention |= torch.eye(longest, dtype=torch.bool)[None, None]
+            if shared:  # every query sees the whole shared start
+                attention = torch.cat([torch.ones((len(admitted), 1, longest, shared), dtype=torch.bool), attention],
+                                      dim=-1)
             attention = attention.to(self._device)
         out = self.model(input_ids=ids.to(self._device), attention_mask=attention,
-                         position_ids=positions.to(self._device), use_cache=True, logits_to_keep=1)
+                         position_ids=positions.to(self._device), past_key_values=past, use_cache=True,
+                         logits_to_keep=1)
         logits = out.logits[:, -1, :]
         cache = out.past_key_values
         completions = [0] * len(admitted)

@@ -107,6 +107,24 @@ def test_rows_joining_and_leaving_at_different_times_get_what_they_would_get_alo
     assert all(handle.finish_reason == "length" for handle in handles)
 
 
+def test_prompts_that_start_alike_share_the_cached_start_and_get_what_they_would_get_without_it(tiny_scheduler):
+    system = tiny_prompt(20, 27)  # a shared start (like a system prompt), not a multiple of the block size
+    requests = [(system + tiny_prompt(21 + i, 3 + 2 * i), 12 + i) for i in range(6)]
+    requests.append((tiny_prompt(40, 30), 10))  # a stranger: no shared start
+    requests.append((system + tiny_prompt(41, 40)[:1], 9))  # the shared start plus one token
+    plain = tiny_scheduler(max_batch_size=8, prefix_cache_entries=0)
+    expected = [run_alone(plain, prompt, greedy(n)) for prompt, n in requests]
+    assert plain.stats()["cached_prefixes"] == 0
+
+    scheduler = tiny_scheduler(max_batch_size=8)
+    assert run_alone(scheduler, *requests[0][:1], greedy(requests[0][1])) == expected[0]
+    assert run_alone(scheduler, *requests[1][:1], greedy(requests[1][1])) == expected[1]  # caches the start
+    assert scheduler.stats()["cached_prefixes"] == 1
+    handles = [scheduler.submit(prompt, greedy(n)) for prompt, n in requests]  # joining together
+    assert [list(handle) for handle in handles] == expected
+    assert scheduler.stats()["cached_prefixes"] >= 1
+
+
 def test_a_cancelled_request_frees_its_slot_for_the_next_one(tiny_scheduler):
     scheduler = tiny_scheduler(max_batch_size=1)
     first = scheduler.submit(tiny_prompt(20, 6), greedy(4000))
@@ -191,7 +209,7 @@ def test_a_failing_forward_pass_fails_its_requests_and_the_worker_keeps_serving(
 
 def test_stats_report_running_waiting_and_steps(tiny_scheduler):
     scheduler = tiny_scheduler(max_batch_size=1)
-    assert scheduler.stats() == {"running": 0, "waiting": 0, "steps": 0}
+    assert scheduler.stats() == {"running": 0, "waiting": 0, "steps": 0, "cached_prefixes": 0}
     running = scheduler.submit(tiny_prompt(60, 4), greedy(4000))
     waiting = scheduler.submit(tiny_prompt(61, 4), greedy(3))
     wait_until(lambda: scheduler.stats()["steps"] >= 2)
