@@ -2,23 +2,29 @@
 
 Asked freely, a 135M chat model answers in long sentences of its own (SQuAD: EM 0, F1 13). Here:
 
-1. Focus: the model reads the one sentence that shares the most (IDF-weighted) words with the question
-   (``focus_window``), the sliding-window baseline of reading comprehension. A 135M model reads one
-   sentence far better than a paragraph.
+1. Focus: the model reads one sentence, a 135M model reads one sentence far better than a paragraph.
+   The three sentences that share the most (IDF-weighted) words with the question are candidates
+   (``focus_candidates``, the sliding-window baseline of reading comprehension), and the model picks the
+   one after which it finds the question most probable (``choose_windows``): shared words miss
+   paraphrases, the model's likelihood catches many of them.
 2. Constrained decoding: the model writes the answer, but every token must continue a span of that
    sentence. Candidate spans (runs of up to ``MAX_SPAN_UNITS`` words, starting and ending on a word)
    are tokenized the way they read after ``"Answer:"`` and put in a trie; a beam search walks it, and
    a candidate ends only with the end-of-line token that the demonstrations end answers with. Its score
    is the model's probability of the whole answer line, ``P(" span\\n" | prompt)``, so short and long
    spans compete on one scale without a length heuristic. The beams of a question share one cache row
-   (tree attention), so no cache is ever copied.
+   (tree attention), so no cache is ever copied. Spans of stopwords only ("the", "It") are never
+   candidates, and questions that ask for a quantity or a date (how many, what year, when: ``answer_type``)
+   only get spans that contain a number, when the sentence has any: the answer-type cue of classic QA.
 3. No answer (``abstains``): the best span is kept only if the question makes it more probable than a
    question that asks for nothing in particular (``NULL_QUESTION``): pointwise mutual information > 0,
    a threshold fixed by its meaning rather than tuned. Asking the model to say "unknown" itself was
    tried and is kept for the ablation: with an "unknown" demonstration it abstains on most answerable
    questions, without one it never does.
 
-Nothing here was fitted to an evaluation set; the demonstrations were written for this module.
+Nothing here was fitted to an evaluation set; the demonstrations were written for this module. Variants
+were compared on the development set in ``benchmarks/devdata/`` (SQuAD train questions), never on the
+SQuAD dev questions that ``benchmarks/task_eval*.py`` score.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ MAX_SPAN_UNITS = 15
 MAX_ANSWER_TOKENS = 24
 BEAM_WIDTH = 4
 FOCUS = 1  # sentences read per question (None: the whole context)
+FOCUS_CANDIDATES = 3  # windows (best by shared words) among which the model's likelihood of the question picks
+LEAD_IN = True  # the question's likelihood is read after each candidate window and the sentence before it
+ANSWER_TYPES = True  # "how many"/"what year"/"when" questions take a span with a number when the window has one
 ABSTAIN_RULE = "pmi"
 DEMONSTRATIONS_USED = "answerable"
 # Asks for nothing in particular: a span that the real question makes no more likely than this one
@@ -132,8 +141,45 @@ class _Node:
     span: tuple[int, int] | None = None  # first occurrence in the context, as characters
 
 
-def candidate_spans(context: str, *, max_units: int = MAX_SPAN_UNITS) -> dict[str, tuple[int, int]]:
-    """Every run of up to ``max_units`` words/punctuation marks that starts and ends on a word."""
+_NUMBER_WORDS = frozenset(
+    "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
+    "eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand million billion "
+    "trillion dozen dozens hundreds thousands millions billions half once twice".split()
+)
+_MONTHS = frozenset("january february march april may june july august september october november december".split())
+# Question openings whose answer is a quantity or a date: a span without a number cannot be it.
+_NUMERIC_QUESTION = re.compile(
+    r"\b(how (many|much|long|old|large|big|tall|high|far|fast)|what (year|years|percentage|percent|decade|century|"
+    r"date|day|month|age|number|amount)|which (year|decade|century|date)|when|in what year)\b",
+    re.IGNORECASE,
+)
+
+
+def answer_type(question: str) -> str | None:
+    """``"number"`` for questions whose answer is a quantity or a date (how many, what year, when...); else None.
+
+    The wh-word cue of classic QA systems: a 135M model often answers "When was it built?" with a
+    name from the sentence; a span without a number cannot be a date or a count.
+    """
+    return "number" if _NUMERIC_QUESTION.search(question) else None
+
+
+def _has_number(text: str) -> bool:
+    return any(ch.isdigit() for ch in text) or any(
+        word in _NUMBER_WORDS or word in _MONTHS for word in re.findall(r"[a-z]+", text.lower()))
+
+
+def _is_filler(text: str) -> bool:
+    # Only stopwords ("the", "It", "of the"): never an answer, but a 135M model likes to start with them.
+    return all(word.lower() in _STOPWORDS for word in re.findall(r"\w+", text))
+
+
+def candidate_spans(context: str, *, max_units: int = MAX_SPAN_UNITS, kind: str | None = None) -> dict[str, tuple[int, int]]:
+    """Every run of up to ``max_units`` words/punctuation marks that starts and ends on a word.
+
+    Spans of stopwords only are left out. With ``kind="number"`` only spans that contain a number
+    (digits, number words, months) are kept, when the context has any.
+    """
     units = [(m.start(), m.end(), m.group()) for m in _UNIT.finditer(context)]
     spans: dict[str, tuple[int, int]] = {}
     for i, (start, _, first) in enumerate(units):
@@ -142,12 +188,18 @@ def candidate_spans(context: str, *, max_units: int = MAX_SPAN_UNITS) -> dict[st
         for j in range(i, min(i + max_units, len(units))):
             _, end, last = units[j]
             if _CAN_END.search(last):
-                spans.setdefault(context[start:end], (start, end))
+                text = context[start:end]
+                if not _is_filler(text):
+                    spans.setdefault(text, (start, end))
+    if kind == "number":
+        numeric = {text: span for text, span in spans.items() if _has_number(text)}
+        if numeric:
+            return numeric
     return spans
 
 
-def build_trie(tokenizer, context: str, *, lead: str = " ") -> _Node:
-    spans = candidate_spans(context)
+def build_trie(tokenizer, context: str, *, lead: str = " ", kind: str | None = None) -> _Node:
+    spans = candidate_spans(context, kind=kind)
     texts = list(spans)
     root = _Node()
     if texts:
@@ -305,26 +357,87 @@ def sentences(context: str) -> list[tuple[int, int]]:
     return [(a, b) for a, b in bounds if context[a:b].strip()]
 
 
-def focus_window(question: str, context: str, *, size: int) -> tuple[int, int]:
-    """The ``size`` consecutive sentences that share the most (IDF-weighted) words with the question.
+def focus_candidates(question: str, context: str, *, size: int, count: int = 1) -> list[tuple[int, int]]:
+    """The ``count`` windows of ``size`` consecutive sentences that share the most (IDF-weighted) words with
+    the question, best first.
 
     The sliding-window baseline of reading comprehension: a 135M model reads one or two sentences far
-    better than a whole paragraph, and the answer sentence nearly always repeats the question's rarer
-    words. The window is contiguous, so spans inside it are spans of the context.
+    better than a whole paragraph, and the answer sentence usually repeats the question's rarer words.
+    Windows are contiguous, so spans inside them are spans of the context.
     """
     bounds = sentences(context)
     if len(bounds) <= size:
-        return 0, len(context)
+        return [(0, len(context))]
     bags = [_stems(context[a:b]) for a, b in bounds]
     wanted = _stems(question)
     idf = {w: math.log((len(bags) + 1) / (0.5 + sum(w in bag for bag in bags))) for w in wanted}
-    best, best_score = 0, -1.0
+    scored = []
     for first in range(len(bounds) - size + 1):
         window = set().union(*bags[first : first + size])
-        score = sum(idf[w] for w in wanted if w in window)
-        if score > best_score:
-            best, best_score = first, score
-    return bounds[best][0], bounds[best + size - 1][1]
+        scored.append((-sum(idf[w] for w in wanted if w in window), first))
+    scored.sort()  # best score first; ties keep document order
+    return [(bounds[first][0], bounds[first + size - 1][1]) for _, first in scored[:count]]
+
+
+def focus_window(question: str, context: str, *, size: int) -> tuple[int, int]:
+    """The best window of ``focus_candidates`` by shared words alone."""
+    return focus_candidates(question, context, size=size)[0]
+
+
+@torch.inference_mode()
+def _continuation_logprobs(model, prefix: Prefix, prompts: list[list[int]], continuations: list[list[int]], *,
+                           batch_size: int = 16) -> list[float]:
+    """log P(continuation | prefix + prompt) per row; the LM head runs on the continuation positions only."""
+    device, out = model.device, []
+    for first in range(0, len(prompts), batch_size):
+        rows = [p + c for p, c in zip(prompts[first : first + batch_size], continuations[first : first + batch_size])]
+        width = max(len(r) for r in rows)
+        x = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, r in enumerate(rows):
+            x[i, : len(r)] = torch.tensor(r)
+        positions = torch.arange(prefix.length, prefix.length + width).unsqueeze(0).expand(len(rows), -1)
+        hidden = model.model(x.to(device), position_ids=positions.to(device), past_key_values=prefix.cache_for(len(rows)),
+                             use_cache=True).last_hidden_state
+        for i, (p, c) in enumerate(zip(prompts[first : first + batch_size], continuations[first : first + batch_size])):
+            logits = model.lm_head(hidden[i, len(p) - 1 : len(p) + len(c) - 1])
+            steps = torch.log_softmax(logits.float(), dim=-1).cpu()
+            out.append(steps[torch.arange(len(c)), torch.tensor(c)].sum().item())
+    return out
+
+
+def choose_windows(model, tokenizer, base: Prefix, fmt: "PromptFormat",
+                   items: list[tuple[str, str, list[tuple[int, int]]]]) -> list[tuple[int, int]]:
+    """For each ``(question, context, windows)``, the window after which the model finds the question most
+    probable: log P(question | window), all items' windows batched together.
+
+    Shared words miss paraphrases ("formed" for "established"); the LM's own likelihood of the question
+    given each candidate window catches many of them. The question is the same for every window of an
+    item, so the probabilities compare directly, with no prior to divide out.
+    """
+    question_field = fmt.tail.split("{question}")[0].rstrip(" ")  # "Question:"
+    prompts, asked, owners = [], [], []
+    for item, (question, context, windows) in enumerate(items):
+        if len(windows) < 2:
+            continue
+        tokens = encode(tokenizer, " " + question)
+        starts = [start for start, _ in sentences(context)]
+        for a, b in windows:
+            # Read with the sentence before it, which its pronouns ("Its first director") refer to.
+            lead_in = max([start for start in starts if start < a], default=a) if LEAD_IN else a
+            prompts.append(encode_before(tokenizer, fmt.head.format(context=context[lead_in:b]), question_field)
+                           + encode(tokenizer, question_field))
+            asked.append(tokens)
+            owners.append((item, (a, b)))
+    chosen = [windows[0] for _, _, windows in items]
+    best = [-math.inf] * len(items)
+    if prompts:
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(asked[i]))  # less padding
+        scores = _continuation_logprobs(model, base, [prompts[i] for i in order], [asked[i] for i in order])
+        for i, score in zip(order, scores):
+            item, window = owners[i]
+            if score > best[item]:
+                best[item], chosen[item] = score, window
+    return chosen
 
 
 @torch.inference_mode()
@@ -349,10 +462,15 @@ def _null_logprobs(model, prefix: Prefix, prompts: list[list[int]], answers: lis
 
 def search_answers(model, tokenizer, pairs: list[tuple[str, str]], *, prompt_format: str = "plain",
                    beam_width: int = BEAM_WIDTH, demonstrations: str = DEMONSTRATIONS_USED,
-                   focus: int | None = FOCUS, null_check: bool = True, batch_size: int = 32) -> list[Candidates | None]:
+                   focus: int | None = FOCUS, focus_candidates_count: int = FOCUS_CANDIDATES,
+                   answer_types: bool = ANSWER_TYPES, null_check: bool = True,
+                   batch_size: int = 32) -> list[Candidates | None]:
     """The scored candidates for each pair (``None`` for an empty context); ``answer_questions`` decides.
 
-    With ``focus`` the model reads only the best window of that many sentences (``focus_window``).
+    With ``focus`` the model reads only one window of that many sentences: of the ``focus_candidates_count``
+    windows sharing the most words with the question, the one after which the model finds the question
+    most probable (``choose_windows``). With ``answer_types``, quantity and date questions only get
+    spans that contain a number (``answer_type``), when the window has any.
     Spans are always character offsets into the full context. Questions that share a passage share its
     cache; lone passages are batched together behind the shared instruction and demonstrations.
     """
@@ -364,25 +482,32 @@ def search_answers(model, tokenizer, pairs: list[tuple[str, str]], *, prompt_for
     empty_question = fmt.tail.format(question="")
     null_tail = encode(tokenizer, fmt.tail.format(question=NULL_QUESTION))
 
+    present = [index for index, (_, context) in enumerate(pairs) if context.strip()]
+    if focus:
+        windows = choose_windows(model, tokenizer, base, fmt, [
+            (pairs[i][0], pairs[i][1], focus_candidates(*pairs[i], size=focus, count=focus_candidates_count))
+            for i in present])
+    else:
+        windows = [(0, len(pairs[i][1])) for i in present]
     groups: dict[tuple[str, int], list[int]] = {}
-    for index, (question, context) in enumerate(pairs):
-        if not context.strip():
-            continue
-        start, end = focus_window(question, context, size=focus) if focus else (0, len(context))
-        groups.setdefault((context[start:end], start), []).append(index)
+    for index, (start, end) in zip(present, windows):
+        groups.setdefault((pairs[index][1][start:end], start), []).append(index)
 
     found: list[Candidates | None] = [None] * len(pairs)
-    tries: dict[str, _Node] = {}
+    tries: dict[tuple[str, str | None], _Node] = {}
 
-    def trie_for(passage: str) -> _Node:
-        if passage not in tries:
-            tries[passage] = build_trie(tokenizer, passage, lead=fmt.lead)
-        return tries[passage]
+    def trie_for(passage: str, kind: str | None) -> _Node:
+        if (passage, kind) not in tries:
+            tries[passage, kind] = build_trie(tokenizer, passage, lead=fmt.lead, kind=kind)
+        return tries[passage, kind]
+
+    def kind_of(index: int) -> str | None:
+        return answer_type(pairs[index][0]) if answer_types else None
 
     def run(prefix: Prefix, members: list[tuple[int, int, list[int], str]]) -> None:
         for first in range(0, len(members), batch_size):
             chunk = members[first : first + batch_size]
-            results = _search(model, prefix, [m[2] for m in chunk], [trie_for(m[3]) for m in chunk], abstain,
+            results = _search(model, prefix, [m[2] for m in chunk], [trie_for(m[3], kind_of(m[0])) for m in chunk], abstain,
                               stop_ids, beam_width=beam_width)
             spans = [(member, c) for member, c in zip(chunk, results) if c.span is not None]
             if spans and null_check:
