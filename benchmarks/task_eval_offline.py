@@ -174,7 +174,8 @@ def evaluate_qa(model, tokenizer, rows, *, ablation: str, latency_samples: int,
 
     print(f"{name} {len(rows)} questions")
     print(f"  EM {em:.1f}  F1 {f1:.1f}  (no answer given for {sum(p is None for p in shipped)}; "
-          f"focus {qa.FOCUS} sentence(s), beam {qa.BEAM_WIDTH}, demonstrations {qa.DEMONSTRATIONS_USED!r}, "
+          f"focus {qa.FOCUS} sentence(s) chosen among {qa.FOCUS_CANDIDATES}, answer types {qa.ANSWER_TYPES}, "
+          f"beam {qa.BEAM_WIDTH}, demonstrations {qa.DEMONSTRATIONS_USED!r}, "
           f"no-answer rule {qa.ABSTAIN_RULE!r})")
     print(f"  {len(rows) / elapsed:.2f} items/s batched; p50 latency {1000 * latency:.0f} ms for one item alone; "
           f"{statistics.mean(tokens):.0f} prompt tokens per item", flush=True)
@@ -190,6 +191,8 @@ def evaluate_qa(model, tokenizer, rows, *, ablation: str, latency_samples: int,
     if ablation == "full":
         for label, options, rules in (
             ("whole context, no sentence focus", {"focus": None}, ("never", "pmi")),
+            ("sentence by shared words only (no likelihood choice)", {"focus_candidates_count": 1}, ("never", "pmi")),
+            ("no answer-type constraint", {"answer_types": False}, ("never", "pmi")),
             ("greedy constrained decoding (beam 1)", {"beam_width": 1}, ("never", "pmi")),
             ("no demonstrations (instruction only)", {"demonstrations": "none"}, ("never", "pmi")),
             ("demonstrations incl. an 'unknown' answer", {"demonstrations": "all"}, ("never", "best", "mass")),
