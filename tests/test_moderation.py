@@ -121,7 +121,7 @@ def test_the_guard_releases_the_first_text_early_and_checks_ever_larger_windows(
         checked.append(text)
         return Verdict(action="allow", text=text)
 
-    guard = OutputGuard(check, hold_chars=16, first_window_chars=4, max_window_chars=64)
+    guard = OutputGuard(check, hold_chars=16, hold_pieces=16, first_window_chars=4, max_window_chars=64)
     released = []
     for character in "x" * 400:
         released.append(guard.push(character))
@@ -131,6 +131,15 @@ def test_the_guard_releases_the_first_text_early_and_checks_ever_larger_windows(
     assert sizes[:5] == [4, 8, 16, 32, 64] and set(sizes[5:]) == {64}
     assert len(checked) == len(sizes)  # one check per release
     assert "".join(released) + guard.finish() == "x" * 400
+
+
+def test_text_of_short_tokens_is_held_back_by_pieces_not_a_dozen_tokens():
+    guard = OutputGuard(lambda text: Verdict(action="allow", text=text), hold_chars=16, hold_pieces=4)
+    pieces = ["2", " +", " ", "2", " =", " ", "4", "."]
+    released = [guard.push(piece) for piece in pieces]
+    assert released[:4] == ["", "", "", ""]  # four pieces (5 characters) held
+    assert released[4] == "2"  # the fifth piece lets the first character out
+    assert "".join(released) + guard.finish() == "2 + 2 = 4."
 
 
 def test_a_log_write_failure_blocks_the_response(api, fake_engine, monkeypatch):
