@@ -11,8 +11,8 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol, TypeVar
 
 from django.conf import settings
 
@@ -20,6 +20,8 @@ from inference.detokenize import IncrementalDecoder, StopMatcher
 from inference.sampling import SamplingParams
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class EngineBusy(Exception):
@@ -132,6 +134,11 @@ class Engine(ABC):
 
     def stats(self) -> dict:
         return {}
+
+    def run_exclusive(self, work: Callable[[], T]) -> T:
+        """Run CPU work that would otherwise compete with this engine's forward passes (moderation's
+        encoder). A local engine runs it between two of its steps; others run it at once."""
+        return work()
 
     def classify_sentiment(self, texts: list[str]) -> list[dict]:
         """Each: ``label``, ``scores`` (label -> probability, summing to 1), ``tokens`` (processed)."""

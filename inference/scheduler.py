@@ -22,12 +22,16 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import TypeVar
 
 import torch
 
 from inference.sampling import SamplingParams
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _DONE = object()
 
@@ -303,6 +307,7 @@ class BatchScheduler:
 
         self._kv = _BatchKV(max_batch_size)
         self._prefixes = _PrefixCache(prefix_cache_entries)  # 0 turns sharing off
+        self._chores: collections.deque[tuple[Callable[[], object], Future]] = collections.deque()
         self._last_prompt: list[int] | None = None
         self._next_input = torch.full((max_batch_size,), pad_token_id, dtype=torch.long, device=self._device)
         self._positions = torch.zeros((max_batch_size,), dtype=torch.long, device=self._device)
@@ -336,6 +341,22 @@ class BatchScheduler:
             self._waiting.append(handle)
             self._cond.notify()
         return handle
+
+    def run_between_steps(self, work: Callable[[], T]) -> T:
+        """Run ``work`` on the worker thread between two steps and return its result.
+
+        For CPU work that would otherwise run beside the forward passes (moderation's encoder, about 2 ms a
+        check): on a machine with few cores the two slow each other down far more than running one after
+        the other (at 16 streams, moderating output cost 9% of tokens/s beside the model)."""
+        if threading.current_thread() is self._thread:
+            return work()
+        future: Future = Future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("scheduler is closed")
+            self._chores.append((work, future))
+            self._cond.notify()
+        return future.result()
 
     def stats(self) -> dict:
         with self._cond:
@@ -373,6 +394,7 @@ class BatchScheduler:
                 admitted = self._wait_for_work()
                 if admitted is None:
                     break
+                self._run_chores()
                 try:
                     self._step(admitted)
                 except Exception:  # never let the worker die: fail what was in flight and keep serving
@@ -396,7 +418,7 @@ class BatchScheduler:
                     if reason:
                         self._waiting.remove(handle)
                         handle._finish(reason)
-                if self._waiting or self._running:
+                if self._waiting or self._running or self._chores:
                     break
                 self._cond.wait()  # a waiting request is admitted at once when idle, so no deadline to watch here
             admitted: list[GenerationHandle] = []
@@ -411,11 +433,30 @@ class BatchScheduler:
                 admitted.append(self._waiting.popleft())
             return admitted
 
+    def _run_chores(self) -> None:
+        while True:
+            with self._cond:
+                if not self._chores:
+                    break
+                work, future = self._chores.popleft()
+            try:
+                future.set_result(work())
+            except BaseException as error:  # the caller gets it; the worker goes on
+                future.set_exception(error)
+        if self._threads:  # a chore may have set its own thread count (moderation uses one)
+            from inference.torch_threads import use_threads
+
+            use_threads(self._threads)
+
     def _shutdown(self) -> None:
         with self._cond:
             pending = list(self._waiting) + self._running
+            chores = list(self._chores)
             self._waiting.clear()
             self._running.clear()
+            self._chores.clear()
+        for _, future in chores:
+            future.set_exception(RuntimeError("scheduler is closed"))
         for handle in pending:
             handle._finish("cancelled")
 

@@ -27,6 +27,7 @@ from moderation.services import (
     Verdict,
     moderation_check,
     moderation_count_allowed,
+    moderation_scores,
 )
 from platform.errors import ApiError
 
@@ -238,7 +239,8 @@ class RunningGeneration:
 def _moderate_input(job: GenerationJob, context: ModerationContext, policy, engine: Engine) -> GenerationJob:
     """Block (400, nothing charged, no model run) or redact the prompt before anything else happens."""
     try:
-        verdicts = moderation_check(texts=job.input_texts, direction="input", context=context, policy=policy)
+        verdicts = moderation_check(texts=job.input_texts, direction="input", context=context, policy=policy,
+                                    detect=_detector(engine))
     except ModerationLogFailed:
         raise ApiError("The request could not be checked; retry shortly.", status_code=503, type="server_error",
                        code="moderation_unavailable", headers={"Retry-After": "1"}) from None
@@ -255,7 +257,12 @@ def _moderate_input(job: GenerationJob, context: ModerationContext, policy, engi
     return job.with_input_texts(texts, engine) if texts != job.input_texts else job
 
 
-def _output_guard(context: ModerationContext, policy, *, streaming: bool) -> OutputGuard:
+def _detector(engine: Engine):
+    """Moderation's scoring, run by the engine where it would compete with the model for the CPU."""
+    return lambda texts: engine.run_exclusive(lambda: moderation_scores(texts))
+
+
+def _output_guard(context: ModerationContext, policy, *, streaming: bool, engine: Engine) -> OutputGuard:
     """A stream releases text window by window as it is checked; a whole response is checked once, whole."""
     if not policy.check_output:  # nothing to check: release each piece as it comes, holding nothing back
         return OutputGuard(lambda text: Verdict(action="allow", text=text), hold_chars=0, first_window_chars=1,
@@ -264,7 +271,7 @@ def _output_guard(context: ModerationContext, policy, *, streaming: bool) -> Out
     def check(text: str) -> Verdict:
         try:
             verdict = moderation_check(texts=[text], direction="output", context=context, policy=policy,
-                                       count_allowed=False)[0]
+                                       count_allowed=False, detect=_detector(engine))[0]
         except ModerationLogFailed:  # never release what could not be logged
             verdict = Verdict(action="block", text="")
         metrics.MODERATION_ACTIONS.labels("output", verdict.action).inc()
@@ -317,7 +324,7 @@ def generation_start(*, key: ApiKey, request_id: str, job: GenerationJob, stream
             headers={"Retry-After": "1", **admission.headers},
         ) from None
     return RunningGeneration(
-        job=job, admission=admission, text_stream=text_stream, guard=_output_guard(context, policy, streaming=streaming),
+        job=job, admission=admission, text_stream=text_stream, guard=_output_guard(context, policy, streaming=streaming, engine=engine),
         headers=admission.headers,
     )
 

@@ -74,6 +74,9 @@ class TransformersEngine(Engine):
     def stats(self) -> dict:
         return self.scheduler.stats()
 
+    def run_exclusive(self, work):
+        return self.scheduler.run_between_steps(work)
+
     def classify_sentiment(self, texts: list[str]) -> list[dict]:
         return self._sentiment.submit(texts)
 

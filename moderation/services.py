@@ -7,6 +7,7 @@ before the model runs and on output before it is released (see ``moderation.guar
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -112,24 +113,30 @@ def _apply_strikes(policy: EffectivePolicy, context: ModerationContext) -> None:
 
 def moderation_check(
     *, texts: list[str], direction: str, context: ModerationContext, policy: EffectivePolicy | None = None,
-    count_allowed: bool = True,
+    count_allowed: bool = True, detect: Callable[[list[str]], list[Detection]] | None = None,
 ) -> list[Verdict]:
     """Judge each text under the account's policy; log what is not allowed before anything is released.
 
     Allowed texts are counted, unless ``count_allowed`` is false: a stream's windows are counted once, as one
-    allowed output, when the stream ends (``moderation_count_allowed``)."""
+    allowed output, when the stream ends (``moderation_count_allowed``). ``detect`` scores the texts (an
+    engine may run it between its steps: ``Engine.run_exclusive``)."""
     policy = policy or policy_for(context.account)
     enabled = policy.check_input if direction == "input" else policy.check_output
     if not enabled or not texts:
         return [Verdict(action=ALLOW, text=text) for text in texts]
     verdicts = []
-    for text, detection in zip(texts, detect_many(texts)):
+    for text, detection in zip(texts, (detect or moderation_scores)(texts)):
         verdict = verdict_from_detection(text, detection, policy)
         _log(verdict, original=text, direction=direction, context=context, count_allowed=count_allowed)
         verdicts.append(verdict)
     if any(v.blocked for v in verdicts):
         _apply_strikes(policy, context)
     return verdicts
+
+
+def moderation_scores(texts: list[str]) -> list[Detection]:
+    """The detectors' scores for each text (no policy, no log)."""
+    return detect_many(texts)
 
 
 def moderation_count_allowed(direction: str) -> None:

@@ -125,6 +125,22 @@ def test_prompts_that_start_alike_share_the_cached_start_and_get_what_they_would
     assert scheduler.stats()["cached_prefixes"] >= 1
 
 
+def test_work_run_between_steps_comes_back_and_leaves_the_generations_as_they_were(tiny_scheduler):
+    requests = [(tiny_prompt(50 + i, 6 + i), 30) for i in range(3)]
+    alone = tiny_scheduler(max_batch_size=1)
+    expected = [run_alone(alone, prompt, greedy(n)) for prompt, n in requests]
+    scheduler = tiny_scheduler(max_batch_size=4)
+    handles = [scheduler.submit(prompt, greedy(n)) for prompt, n in requests]
+    wait_until(lambda: handles[0].completion_tokens >= 2)
+    threads_seen = []
+    result = scheduler.run_between_steps(lambda: threads_seen.append(threading.current_thread().name) or 42)
+    assert result == 42 and threads_seen == ["sluice-batch-scheduler"]
+    with pytest.raises(ZeroDivisionError):
+        scheduler.run_between_steps(lambda: 1 / 0)  # the caller gets the error; the worker goes on
+    assert [list(handle) for handle in handles] == expected
+    assert scheduler.run_between_steps(lambda: "idle too") == "idle too"  # with nothing generating
+
+
 def test_a_cancelled_request_frees_its_slot_for_the_next_one(tiny_scheduler):
     scheduler = tiny_scheduler(max_batch_size=1)
     first = scheduler.submit(tiny_prompt(20, 6), greedy(4000))
