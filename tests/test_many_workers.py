@@ -39,6 +39,8 @@ Account.objects.filter(pk=rpm.pk).update(requests_per_minute=6)
 quota = account_get_or_create(name="quota")
 Account.objects.filter(pk=quota.pk).update(daily_token_quota=QUOTA, tokens_per_minute=10**9, requests_per_minute=10**6)
 revoked = account_get_or_create(name="revoked")
+# Polled as fast as the servers answer (about a hundred requests): no rate limit may answer before revocation.
+Account.objects.filter(pk=revoked.pk).update(requests_per_minute=10**6)
 for account, count in ((rpm, 3), (quota, 1), (revoked, 1)):
     for _ in range(count):
         print(account.name, key_create(account=account).plaintext)
