@@ -13,13 +13,10 @@ rows that need another pass over the data cost another full run (``--ablation qu
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import math
 import os
-import re
 import statistics
-import string
 import sys
 import tempfile
 import time
@@ -34,27 +31,13 @@ DEV_DIR = ROOT / "benchmarks" / "devdata"
 DEV_FILES = {"sentiment": "sst2_train_sentences.tsv", "qa": "squad_train_sample.jsonl"}
 
 
-# --- SQuAD v1.1 official answer normalization and scores -------------------------------------------
+# --- SQuAD v1.1 official answer normalization and scores (shared with the HTTP evaluation) ----------
 
-def normalize_answer(text: str) -> str:
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
+from benchmarks.task_eval import f1_score, normalize_answer  # noqa: E402
 
 
 def exact_match(prediction: str, truth: str) -> float:
     return float(normalize_answer(prediction) == normalize_answer(truth))
-
-
-def f1_score(prediction: str, truth: str) -> float:
-    predicted, true = normalize_answer(prediction).split(), normalize_answer(truth).split()
-    common = collections.Counter(predicted) & collections.Counter(true)
-    same = sum(common.values())
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(predicted), same / len(true)
-    return 2 * precision * recall / (precision + recall)
 
 
 def squad_scores(predictions: list[str | None], rows: list[dict]) -> tuple[float, float]:
