@@ -22,16 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-LABELS = {
-    "S": "sexual",
-    "H": "hate",
-    "V": "violence",
-    "HR": "harassment",
-    "SH": "self-harm",
-    "S3": "sexual/minors",
-    "H2": "hate/threatening",
-    "V2": "violence/graphic",
-}
+from benchmarks.moderation_eval import LABELS  # noqa: E402  (the moderation data set's label -> category)
 
 
 def joined_texts(path: Path = Path(__file__).with_name("dev_handwritten.jsonl")) -> list[tuple[str, dict | None]]:
