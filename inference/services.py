@@ -240,7 +240,7 @@ def _moderate_input(job: GenerationJob, context: ModerationContext, policy, engi
     """Block (400, nothing charged, no model run) or redact the prompt before anything else happens."""
     try:
         verdicts = moderation_check(texts=job.input_texts, direction="input", context=context, policy=policy,
-                                    detect=_detector(engine))
+                                    detect=moderation_scorer(engine))
     except ModerationLogFailed:
         raise ApiError("The request could not be checked; retry shortly.", status_code=503, type="server_error",
                        code="moderation_unavailable", headers={"Retry-After": "1"}) from None
@@ -257,8 +257,9 @@ def _moderate_input(job: GenerationJob, context: ModerationContext, policy, engi
     return job.with_input_texts(texts, engine) if texts != job.input_texts else job
 
 
-def _detector(engine: Engine):
-    """Moderation's scoring, run by the engine where it would compete with the model for the CPU."""
+def moderation_scorer(engine: Engine):
+    """Moderation's scoring for ``moderation_check``, run by ``engine`` where it would otherwise compete with
+    the model for the CPU (every check made while serving one of its models goes through here)."""
     return lambda texts: engine.run_exclusive(lambda: moderation_scores(texts))
 
 
@@ -271,7 +272,7 @@ def _output_guard(context: ModerationContext, policy, *, streaming: bool, engine
     def check(text: str) -> Verdict:
         try:
             verdict = moderation_check(texts=[text], direction="output", context=context, policy=policy,
-                                       count_allowed=False, detect=_detector(engine))[0]
+                                       count_allowed=False, detect=moderation_scorer(engine))[0]
         except ModerationLogFailed:  # never release what could not be logged
             verdict = Verdict(action="block", text="")
         metrics.MODERATION_ACTIONS.labels("output", verdict.action).inc()
@@ -324,7 +325,8 @@ def generation_start(*, key: ApiKey, request_id: str, job: GenerationJob, stream
             headers={"Retry-After": "1", **admission.headers},
         ) from None
     return RunningGeneration(
-        job=job, admission=admission, text_stream=text_stream, guard=_output_guard(context, policy, streaming=streaming, engine=engine),
+        job=job, admission=admission, text_stream=text_stream,
+        guard=_output_guard(context, policy, streaming=streaming, engine=engine),
         headers=admission.headers,
     )
 

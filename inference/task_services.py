@@ -11,8 +11,8 @@ from django.conf import settings
 
 from accounts.models import ApiKey
 from accounts.services import AccessRefused, key_check_access, request_admit, request_settle
-from inference.engine import Engine
-from inference.engine import get_engine
+from inference.engine import Engine, get_engine
+from inference.services import moderation_scorer
 from inference.task_models import dedicated_pipeline, pipeline_qa, pipeline_sentiment
 from moderation.models import BLOCK
 from moderation.policies import policy_for
@@ -39,9 +39,11 @@ def _check_length(engine: Engine, text: str, *, param: str) -> int:
     return tokens
 
 
-def _moderate_inputs(texts: list[str], context: ModerationContext, policy, *, param: str) -> list[str]:
+def _moderate_inputs(texts: list[str], context: ModerationContext, policy, engine: Engine, *,
+                     param: str) -> list[str]:
     try:
-        verdicts = moderation_check(texts=texts, direction="input", context=context, policy=policy)
+        verdicts = moderation_check(texts=texts, direction="input", context=context, policy=policy,
+                                    detect=moderation_scorer(engine))
     except ModerationLogFailed:
         raise ApiError("The request could not be checked; retry shortly.", status_code=503, type="server_error",
                        code="moderation_unavailable", headers={"Retry-After": "1"}) from None
@@ -75,7 +77,7 @@ def sentiment_run(*, key: ApiKey, request_id: str, texts: list[str]) -> tuple[di
     _check_access(key, engine, ENDPOINT_SENTIMENT)
     tokens = sum(_check_length(engine, text, param=f"input[{i}]") for i, text in enumerate(texts))
     context = ModerationContext(account=key.account, api_key=key, request_id=request_id, endpoint=ENDPOINT_SENTIMENT)
-    texts = _moderate_inputs(texts, context, policy_for(key.account), param="input")
+    texts = _moderate_inputs(texts, context, policy_for(key.account), engine, param="input")
     pipe = dedicated_pipeline("sentiment")
     work = (lambda: pipeline_sentiment(pipe, texts)) if pipe else (lambda: engine.classify_sentiment(texts))
     admission, results = _run_admitted(key=key, request_id=request_id, endpoint=ENDPOINT_SENTIMENT, engine=engine,
@@ -92,7 +94,7 @@ def qa_run(*, key: ApiKey, request_id: str, pairs: list[tuple[str, str]]) -> tup
                  for i, (question, context_text) in enumerate(pairs))
     context = ModerationContext(account=key.account, api_key=key, request_id=request_id, endpoint=ENDPOINT_QA)
     policy = policy_for(key.account)
-    flat = _moderate_inputs([text for pair in pairs for text in pair], context, policy, param="input")
+    flat = _moderate_inputs([text for pair in pairs for text in pair], context, policy, engine, param="input")
     pairs = list(zip(flat[0::2], flat[1::2]))
     pipe = dedicated_pipeline("qa")
     work = (lambda: pipeline_qa(pipe, pairs)) if pipe else (lambda: engine.answer_questions(pairs))
@@ -105,7 +107,7 @@ def qa_run(*, key: ApiKey, request_id: str, pairs: list[tuple[str, str]]) -> tup
         if result["answer"] is not None:  # answers are output: moderated before release
             try:
                 verdict = moderation_check(texts=[result["answer"]], direction="output", context=context,
-                                           policy=policy)[0]
+                                           policy=policy, detect=moderation_scorer(engine))[0]
             except ModerationLogFailed:
                 verdict = None
             if verdict is None or verdict.action == BLOCK:
