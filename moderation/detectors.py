@@ -73,6 +73,7 @@ together would change each text's numbers, and equality with ``detect`` is part 
 from __future__ import annotations
 
 import bisect
+import collections
 import hashlib
 import importlib.util
 import logging
@@ -878,9 +879,78 @@ def detect(text: str) -> Detection:
     return detect_many([text])[0]
 
 
+class _RecentDetections:
+    """The detections of recently judged texts, by the text's digest (least recently used out first).
+
+    Scores are deterministic, so a text judged again gets the same detection without the encoder: a chat
+    client re-sends the whole conversation every turn (and often one system prompt with every request), so
+    without this a conversation's n-th turn re-reads all n messages. Holds ``entries`` detections (0: off);
+    a detection is a few hundred bytes whatever the text's length, as only the digest is kept.
+    """
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._items: collections.OrderedDict[bytes, Detection] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(text: str) -> bytes:
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    def get(self, text: str) -> Detection | None:
+        if not self.entries:
+            return None
+        key = self._key(text)
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, text: str, detection: Detection) -> None:
+        if not self.entries:
+            return
+        key = self._key(text)
+        with self._lock:
+            self._items[key] = detection
+            self._items.move_to_end(key)
+            while len(self._items) > self.entries:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def _recent_entries() -> int:
+    from django.conf import settings
+
+    return settings.SLUICE_MODERATION_CACHE_ENTRIES if settings.configured else 0
+
+
+_recent = _RecentDetections(0)
+
+
+def recent_detections() -> _RecentDetections:
+    """The process's cache of recent detections, sized by ``SLUICE_MODERATION_CACHE_ENTRIES``."""
+    global _recent
+    entries = _recent_entries()
+    if _recent.entries != entries:
+        _recent = _RecentDetections(entries)
+    return _recent
+
+
 def detect_many(texts: list[str]) -> list[Detection]:
-    """Score several texts; each result equals ``detect`` of that text."""
+    """Score several texts; each result equals ``detect`` of that text (a recent one's comes from the
+    cache, ``recent_detections``)."""
     if not texts:
         return []
-    components = _loaded()
-    return [_judge(text, components) for text in texts]
+    recent = recent_detections()
+    results = []
+    for text in texts:
+        detection = recent.get(text)
+        if detection is None:
+            detection = _judge(text, _loaded())
+            recent.put(text, detection)
+        results.append(detection)
+    return results

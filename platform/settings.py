@@ -175,6 +175,8 @@ SLUICE_POLICY_CACHE_S = env_float("SLUICE_POLICY_CACHE_S", 5.0)
 # Streamed output: characters held back past each check (a phrase up to this long is judged whole
 # before any of it is released).
 SLUICE_MODERATION_HOLD_CHARS = env_int("SLUICE_MODERATION_HOLD_CHARS", 16, minimum=0, maximum=1000)
+# Detections of this many recent texts are kept per process (0: off): a chat re-sends its conversation every turn.
+SLUICE_MODERATION_CACHE_ENTRIES = env_int("SLUICE_MODERATION_CACHE_ENTRIES", 4096, minimum=0, maximum=1_000_000)
 SLUICE_KEY_ROTATION_GRACE_S = env_int("SLUICE_KEY_ROTATION_GRACE_S", 86_400, minimum=0)
 # Pending usage rows older than this were left by a dead worker; `settle_stale_reservations` settles them.
 SLUICE_STALE_RESERVATION_S = env_int("SLUICE_STALE_RESERVATION_S", 900, minimum=60)

@@ -30,14 +30,15 @@ def fake_engine():
 
 @pytest.fixture(autouse=True)
 def fresh_process_state(settings):
-    """Per-process state that must not leak between tests: cached keys and policies, unwritten
-    moderation counts, remote engines built from settings.
+    """Per-process state that must not leak between tests: cached keys, policies and detections,
+    unwritten moderation counts, remote engines built from settings.
 
     Tests change keys and accounts mid-test and expect the next request to see it, so the key cache is off
     unless a test turns it on (tests/test_key_cache.py)."""
     from accounts.key_cache import key_cache_clear
     from inference.registry import remote_engines_reset
     from moderation import allowed_counts
+    from moderation.detectors import recent_detections
     from moderation.policies import policy_cache_clear
 
     settings.SLUICE_KEY_CACHE_S = 0
@@ -45,10 +46,12 @@ def fresh_process_state(settings):
     key_cache_clear()
     policy_cache_clear()  # a rolled-back policy sends no signal
     allowed_counts.discard()
+    recent_detections().clear()
     yield
     key_cache_clear()
     policy_cache_clear()
     allowed_counts.discard()
+    recent_detections().clear()
     remote_engines_reset()
 
 

@@ -167,6 +167,49 @@ def test_one_accounts_policy_does_not_leak_into_anothers(api, client, fake_engin
     assert api.post(CHAT, chat(THREAT)).status_code == 400  # the default policy still blocks for acme
 
 
+def test_a_conversation_resent_each_turn_judges_only_its_new_messages(api, fake_engine, monkeypatch, settings):
+    from moderation import detectors
+
+    judged = []
+    real_judge = detectors._judge
+    monkeypatch.setattr(detectors, "_judge", lambda text, components: judged.append(text) or real_judge(text, components))
+    system = {"role": "system", "content": "You are a helpful assistant for a travel agency."}
+    first = [system, {"role": "user", "content": "Which city has the oldest bridge?"}]
+    fake_engine.replies.extend(["Probably Rome.", "Yes, you can walk across it."])
+    assert api.post(CHAT, {"model": MODEL, "messages": first}).status_code == 200
+    assert judged == [system["content"], first[1]["content"], "Probably Rome."]
+    judged.clear()
+    second = [*first, {"role": "assistant", "content": "Probably Rome."},
+              {"role": "user", "content": "Can I walk across it?"}]
+    assert api.post(CHAT, {"model": MODEL, "messages": second}).status_code == 200
+    assert judged == ["Can I walk across it?", "Yes, you can walk across it."]
+
+    # A remembered detection is judged against each request's policy and logged every time.
+    fake_engine.replies.append("ok")
+    for _ in range(2):
+        assert api.post(CHAT, chat(THREAT)).status_code == 400
+    assert ModerationEvent.objects.filter(action=BLOCK).count() == 2
+    assert judged.count(THREAT) == 1
+
+    settings.SLUICE_MODERATION_CACHE_ENTRIES = 0  # off: every text is judged every time
+    judged.clear()
+    fake_engine.replies.append("Probably Rome.")
+    assert api.post(CHAT, {"model": MODEL, "messages": first}).status_code == 200
+    assert len(judged) == 3
+
+
+def test_recent_detections_keep_the_most_recently_used():
+    from moderation.detectors import Detection, _RecentDetections
+
+    recent = _RecentDetections(2)
+    found = {text: Detection(scores={"hate": index / 10}, spans=()) for index, text in enumerate("abc")}
+    recent.put("a", found["a"])
+    recent.put("b", found["b"])
+    assert recent.get("a") is found["a"]  # "a" is now the most recent
+    recent.put("c", found["c"])
+    assert recent.get("b") is None and recent.get("a") is found["a"] and recent.get("c") is found["c"]
+
+
 def test_redaction_masks_the_offending_words(api, client, fake_engine):
     acme = ApiKey.objects.get().account
     policy = ModerationPolicy.objects.create(name="redact", account=acme)
