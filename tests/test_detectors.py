@@ -178,14 +178,22 @@ def test_the_stored_heads_were_fitted_on_the_current_examples():
         assert str(stored["examples_digest"]) == examples_digest(), "run moderation/data/build_heads.py"
 
 
-def test_the_profanity_model_gives_profanity_checks_own_numbers():
-    from profanity_check import predict_prob
+def test_the_profanity_model_gives_profanity_checks_own_numbers(settings, tmp_path):
+    from profanity_check import predict_prob, profanity_check
 
     from moderation.detectors import _Profanity
 
-    texts = ["", "the and of", "You are a fucking idiot.", "Have a lovely day, friend!", "shit shit shit"]
-    ours = _Profanity()
-    assert [ours.probability(text) for text in texts] == pytest.approx(list(predict_prob(texts)), abs=1e-12)
+    settings.SLUICE_MODEL_CACHE_DIR = str(tmp_path)
+    texts = ["", "the and of", "You are a fucking idiot.", "Have a lovely day, friend!", "shit shit shit",
+             "ÜBER-cool don't  STOP__now 42x", "a\tb\nc i'm it's"]
+    built = _Profanity()  # from profanity-check's pickles, then cached
+    assert [p.name for p in tmp_path.iterdir()][0].startswith("profanity-")
+    cached = _Profanity()  # from the cache: no scikit-learn
+    analyze = profanity_check.vectorizer.build_analyzer()
+    for ours in (built, cached):
+        assert [ours._analyze(text) for text in texts] == [analyze(text) for text in texts]
+        assert [ours.probability(text) for text in texts] == pytest.approx(list(predict_prob(texts)), abs=1e-12)
+    assert built.offensive_words == cached.offensive_words and "idiot" in cached.offensive_words
 
 
 def test_the_encoder_forward_pass_matches_the_reference_model():
