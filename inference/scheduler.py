@@ -169,20 +169,22 @@ class _BatchKV:
         width = self.width
         capacity = extra_left + width + max(self.MIN_ROOM, width // 2)
         old_window, new_window = slice(self.start, self.end), slice(extra_left, extra_left + width)
-        new_keys, new_values = [], []
-        for old, like, new in ((self.keys, like_k, new_keys), (self.values, like_v, new_values)):
+        if not self.keys:
+            self.keys, self.values = [None] * len(like_k), [None] * len(like_v)
+        for store, like in ((self.keys, like_k), (self.values, like_v)):
             for layer, template in enumerate(like):
                 # zeros, not empty: masked columns still enter the attention product (with weight 0), and a NaN
                 # bit pattern there would poison the whole row.
                 buffer = torch.zeros((rows, template.shape[1], capacity, template.shape[3]),
                                      dtype=template.dtype, device=template.device)
                 if self.n and width:
-                    buffer[: self.n, :, new_window] = old[layer][: self.n, :, old_window]
-                new.append(buffer)
+                    buffer[: self.n, :, new_window] = store[layer][: self.n, :, old_window]
+                # Replaced layer by layer, so the old buffer goes at once: the copy never holds two whole caches.
+                store[layer] = buffer
         mask = torch.zeros((rows, capacity), dtype=torch.bool, device=like_k[0].device)
         if self.n and width:
             mask[: self.n, new_window] = self.mask[: self.n, old_window]
-        self.keys, self.values, self.mask = new_keys, new_values, mask
+        self.mask = mask
         self.rows, self.capacity = rows, capacity
         self.start, self.end = extra_left, extra_left + width
 
