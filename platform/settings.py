@@ -213,8 +213,10 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "platform.logs.JsonFormatter"},
     },
+    "filters": {"not_ready_is_no_error": {"()": "platform.logs.NotReadyIsNoError"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": SLUICE_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     # httpx logs every upstream request at INFO; the request line (SLUICE_LOG_FORMAT=json) already says it.
-    "loggers": {"django.request": {"level": "ERROR"}, "httpx": {"level": "WARNING"}},
+    "loggers": {"django.request": {"level": "ERROR", "filters": ["not_ready_is_no_error"]},
+                "httpx": {"level": "WARNING"}},
 }

@@ -1,6 +1,7 @@
 """The OpenAI-compatible generation endpoints, on the fake engine, through the real middleware and auth."""
 
 import json
+import logging
 import time
 
 import pytest
@@ -243,12 +244,16 @@ def test_readiness_is_false_until_the_moderation_detectors_are_loaded(anonymous,
     assert response.status_code == 503 and response.json()["moderation"] == "loading"
 
 
-def test_readiness_is_false_until_the_model_is_loaded(anonymous, db, monkeypatch):
+def test_readiness_is_false_until_the_model_is_loaded(anonymous, db, monkeypatch, caplog):
     import inference.views
 
     monkeypatch.setattr(inference.views, "engine_status", lambda: "loading")
-    response = anonymous.get("/readyz")
-    assert response.status_code == 503 and response.json()["model"] == "loading"
+    with caplog.at_level(logging.INFO, logger="django.request"):
+        response = anonymous.get("/readyz")
+        assert response.status_code == 503 and response.json()["model"] == "loading"
+        assert not [r for r in caplog.records if r.name == "django.request"]  # an expected answer, not an error
+        anonymous.get("/v1/models/no-such-model")  # other errors are still logged
+    assert [r.levelname for r in caplog.records if r.name == "django.request"] == ["WARNING"]
 
 
 def test_the_openapi_schema_and_docs_are_served(anonymous, db):
