@@ -2,7 +2,8 @@
 
 The upstream is a tiny OpenAI-compatible stub (its own process) that streams N fixed chunks as fast as it can,
 so every difference is the gateway's: auth, rate limits, quota reservation and settlement, the usage row,
-moderation of input and output, parsing the upstream's events and re-encoding them. The gateway is a Sluice
+moderation of input and output (every text judged: the cache of recent detections is off, since every
+request here repeats the same texts), parsing the upstream's events and re-encoding them. The gateway is a Sluice
 gunicorn server with SLUICE_LOCAL_MODEL=0 forwarding to the stub. One client, sequential requests, the direct
 and gateway calls interleaved so that both see the same machine load. Measured twice: with the built-in
 moderation policy, and with moderation turned off by policy (the transport and bookkeeping alone).
@@ -35,6 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import httpx  # noqa: E402
 
 REMOTE = "stub-model"
+POLICY_CACHE_S = 1
 SHORT_CHUNKS = 8
 
 
@@ -173,6 +175,12 @@ def main() -> None:
     env = server_env(
         DATABASE_URL=f"sqlite:///{folder / 'db.sqlite3'}", CACHE_URL="locmem://", SLUICE_LOCAL_MODEL="0",
         SLUICE_REMOTE_MODELS=remote, SLUICE_MAX_NEW_TOKENS=str(max(args.chunks, SHORT_CHUNKS)),
+        # Every request here sends and receives the same texts: with the cache of recent detections they
+        # would be judged once. Off, every check is made, as for new texts.
+        SLUICE_MODERATION_CACHE_ENTRIES="0",
+        # A policy saved by another process reaches the server within this time: the runs wait that long
+        # after switching moderation off and on again.
+        SLUICE_POLICY_CACHE_S=str(POLICY_CACHE_S),
     )
     manage(env, "migrate", "--noinput")
     key = manage(env, "create_api_key", "--account", "bench").strip().splitlines()[-1]
@@ -189,10 +197,12 @@ def main() -> None:
             timed_stream(client, gateway_url, key, REMOTE, SHORT_CHUNKS)
             manage(env, "shell", "-c", "from moderation.models import ModerationPolicy; "
                    "ModerationPolicy.objects.create(name='off', check_input=False, check_output=False)")
+            time.sleep(POLICY_CACHE_S + 0.5)
             short = compare(client, direct_url, gateway_url, key, chunks=SHORT_CHUNKS, requests=args.requests)
             long = compare(client, direct_url, gateway_url, key, chunks=args.chunks, requests=args.long_requests)
             report("moderation off by policy: transport, auth, limits, quota, usage row", short, long, args.chunks)
             manage(env, "shell", "-c", "from moderation.models import ModerationPolicy; ModerationPolicy.objects.all().delete()")
+            time.sleep(POLICY_CACHE_S + 0.5)
             short = compare(client, direct_url, gateway_url, key, chunks=SHORT_CHUNKS, requests=args.requests)
             long = compare(client, direct_url, gateway_url, key, chunks=args.chunks, requests=args.long_requests)
             report("built-in moderation policy (input and output checked)", short, long, args.chunks)
