@@ -313,23 +313,34 @@ def _build_traced_encoder() -> torch.jit.ScriptModule:
             return torch.jit.trace(quantized, (ids, mask), check_trace=False)
 
 
-def _load_or_build_traced_encoder() -> torch.jit.ScriptModule:
-    path = _encoder_cache_dir() / f"moderation-encoder-{_encoder_cache_key()}.pt"
+def _load_or_build(path: Path, *, load, build, save, what: str):
+    """``load(path)`` when a cached copy is there and loads; otherwise ``build()``, then saved to ``path`` for
+    the next start, atomically (a process loading it sees all of it or nothing), where the folder is writable."""
     if path.is_file():
         try:
-            return torch.jit.load(str(path))
+            return load(path)
         except Exception:
-            logger.warning("Could not load the cached moderation encoder %s; rebuilding it", path, exc_info=True)
-    module = _build_traced_encoder()
-    staging = path.with_name(f"{path.stem}-{os.getpid()}-{threading.get_ident()}.partial.pt")
+            logger.warning("Could not load the cached %s %s; rebuilding it", what, path, exc_info=True)
+    built = build()
+    staging = path.with_name(f"{path.stem}-{os.getpid()}-{threading.get_ident()}.partial{path.suffix}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.jit.save(module, str(staging))
-        os.replace(staging, path)  # atomic: a process loading it sees all of it or nothing
+        save(built, staging)
+        os.replace(staging, path)
     except (OSError, RuntimeError):
-        logger.warning("Could not cache the moderation encoder in %s", path.parent, exc_info=True)
+        logger.warning("Could not cache the %s in %s", what, path.parent, exc_info=True)
         staging.unlink(missing_ok=True)
-    return module
+    return built
+
+
+def _load_or_build_traced_encoder() -> torch.jit.ScriptModule:
+    return _load_or_build(
+        _encoder_cache_dir() / f"moderation-encoder-{_encoder_cache_key()}.pt",
+        load=lambda path: torch.jit.load(str(path)),
+        build=_build_traced_encoder,
+        save=lambda module, path: torch.jit.save(module, str(path)),
+        what="moderation encoder",
+    )
 
 
 class Encoder:
@@ -474,23 +485,18 @@ def _build_profanity_arrays() -> dict[str, np.ndarray]:
 def _load_or_build_profanity_arrays() -> dict[str, np.ndarray]:
     """From the model cache folder once built: a restart then never imports scikit-learn
     (in the server, where transformers has imported SciPy already: 0.46 s of start-up and 39 MB)."""
-    path = _encoder_cache_dir() / f"profanity-{_profanity_cache_key()}.npz"
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as stored:
-                return {name: stored[name] for name in stored.files}
-        except Exception:
-            logger.warning("Could not load the cached profanity model %s; rebuilding it", path, exc_info=True)
-    arrays = _build_profanity_arrays()
-    staging = path.with_name(f"{path.stem}-{os.getpid()}-{threading.get_ident()}.partial.npz")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(staging, **arrays)
-        os.replace(staging, path)
-    except OSError:
-        logger.warning("Could not cache the profanity model in %s", path.parent, exc_info=True)
-        staging.unlink(missing_ok=True)
-    return arrays
+
+    def load(path: Path) -> dict[str, np.ndarray]:
+        with np.load(path, allow_pickle=False) as stored:
+            return {name: stored[name] for name in stored.files}
+
+    return _load_or_build(
+        _encoder_cache_dir() / f"profanity-{_profanity_cache_key()}.npz",
+        load=load,
+        build=_build_profanity_arrays,
+        save=lambda arrays, path: np.savez(path, **arrays),
+        what="profanity model",
+    )
 
 
 class _Profanity:
