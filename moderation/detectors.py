@@ -409,9 +409,8 @@ class _Heads:
                 )
             self.weights = stored["weights"].astype(np.float64)
             self.biases = stored["biases"].astype(np.float64)
-            self.vectors_t = np.ascontiguousarray(stored["example_vectors"].astype(np.float64).T)
+            self.vectors_t = torch.from_numpy(np.ascontiguousarray(stored["example_vectors"].astype(np.float64).T))
             members = stored["example_members"].astype(bool)
-        self.vectors_t_torch = torch.from_numpy(self.vectors_t)
         self.members = members
         # Each side averages its NEIGHBOURS best, or all it has when it has fewer.
         self.inside_k = np.minimum(NEIGHBOURS, members.sum(axis=0))
@@ -422,7 +421,7 @@ class _Heads:
         probabilities = 1.0 / (1.0 + np.exp(-(vectors @ self.weights.T + self.biases)))
         # torch's product on the calling thread's threads (one, set by the encoder): numpy's threaded BLAS
         # spent 20 ms on this small product on a busy machine, waiting for its second thread.
-        similarities = (torch.from_numpy(vectors) @ self.vectors_t_torch).numpy()
+        similarities = (torch.from_numpy(vectors) @ self.vectors_t).numpy()
         margins = np.stack([self._margins(row) for row in similarities])
         return probabilities * np.where(margins > 0, 1.0, 0.5)
 
@@ -990,19 +989,16 @@ class _RecentDetections:
             self._items.clear()
 
 
-def _recent_entries() -> int:
-    from django.conf import settings
-
-    return settings.SLUICE_MODERATION_CACHE_ENTRIES if settings.configured else 0
-
-
 _recent = _RecentDetections(0)
 
 
 def recent_detections() -> _RecentDetections:
-    """The process's cache of recent detections, sized by ``SLUICE_MODERATION_CACHE_ENTRIES``."""
+    """The process's cache of recent detections, sized by ``SLUICE_MODERATION_CACHE_ENTRIES`` (off without
+    Django settings)."""
+    from django.conf import settings
+
     global _recent
-    entries = _recent_entries()
+    entries = settings.SLUICE_MODERATION_CACHE_ENTRIES if settings.configured else 0
     if _recent.entries != entries:
         _recent = _RecentDetections(entries)
     return _recent
