@@ -55,8 +55,10 @@ class FakeEngine(Engine):
     context_window = 8192
     default_reply = "Hello from the fake engine."
 
-    def __init__(self, *, model_id: str | None = None, max_running: int | None = None, token_delay_s: float = 0.0):
+    def __init__(self, *, model_id: str | None = None, max_running: int | None = None, token_delay_s: float = 0.0,
+                 remember: bool = True):
         self.token_delay_s = token_delay_s
+        self.remember = remember  # keep every request for a test to inspect; a server's fake engine does not
         if model_id:
             self.model_id = model_id
         self.replies: deque[str] = deque()
@@ -80,8 +82,9 @@ class FakeEngine(Engine):
             raise EngineBusy("The fake engine is full.")
         reply = self.replies.popleft() if self.replies else self.default_reply
         handle = FakeHandle(reply, params, token_delay_s=self.token_delay_s)
-        self.submitted.append((list(prompt_ids), params))
-        self.handles.append(handle)
+        if self.remember:
+            self.submitted.append((list(prompt_ids), params))
+            self.handles.append(handle)
         return handle
 
     def classify_sentiment(self, texts: list[str]) -> list[dict]:
