@@ -19,7 +19,7 @@ from tests.conftest import MODEL
 from tests.servers import Server, manage, server_env
 from tests.throwaway import ThrowawayPostgres, ThrowawayRedis
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.faults]
 
 CHAT = "/v1/chat/completions"
 
