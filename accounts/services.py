@@ -304,11 +304,13 @@ def stale_reservations_settle(*, older_than: timedelta) -> int:
     """Settle usage rows left pending by a killed worker: charge the prompt, refund the rest.
 
     What the dead worker generated is unknown, so the customer gets the benefit of the doubt. Safe to run
-    at any time and concurrently: each row is settled once, by a conditional UPDATE.
+    at any time and concurrently: each row is settled once, by a conditional UPDATE. A row whose owner
+    heartbeated within ``older_than`` is a request still running, however old, and is left alone.
     """
     cutoff = clock.now() - older_than
+    stale = Q(created_at__lt=cutoff) & (Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=cutoff))
     settled = 0
-    for record in UsageRecord.objects.filter(state=UsageRecord.PENDING, created_at__lt=cutoff).select_related("api_key"):
+    for record in UsageRecord.objects.filter(stale, state=UsageRecord.PENDING):
         settled += usage_settle(
             record=record,
             prompt_tokens=record.prompt_tokens,
@@ -316,6 +318,7 @@ def stale_reservations_settle(*, older_than: timedelta) -> int:
             status_code=500,
             finish_reason="abandoned",
             error_code="worker_lost",
+            only_if=stale,
         )
     return settled
 
@@ -336,7 +339,7 @@ def reservations_sweep(*, stale_after: timedelta, legacy_older_than: timedelta) 
     gone = [owner for owner in owners_here if reservations.owner_gone(owner)]
     reason = stale | Q(owner__in=gone) if gone else stale
     settled = 0
-    for record in pending.filter(reason).select_related("api_key"):
+    for record in pending.filter(reason):
         settled += usage_settle(
             record=record,
             prompt_tokens=record.prompt_tokens,

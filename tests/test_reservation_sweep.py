@@ -111,3 +111,16 @@ def test_a_request_dropped_without_settling_is_no_longer_kept_alive(quota_key, c
     gc.collect()
     clock.advance(seconds=31)
     assert sweep_once() == 1
+
+
+def test_the_cron_command_leaves_alone_a_request_older_than_its_cutoff_that_still_heartbeats(quota_key, clock):
+    admission = admit(quota_key)
+    for _ in range(100):  # 1000 s of a live request, past the command's 900 s
+        clock.advance(seconds=10)
+        sweep_once()
+    assert services.stale_reservations_settle(older_than=timedelta(seconds=900)) == 0
+    assert UsageRecord.objects.get().state == UsageRecord.PENDING
+    del admission
+    gc.collect()
+    clock.advance(seconds=901)
+    assert services.stale_reservations_settle(older_than=timedelta(seconds=900)) == 1
