@@ -117,6 +117,9 @@ def test_a_frozen_or_stopped_redis_costs_bounded_latency_and_one_warning_per_out
         assert all(status == 200 for _, _, status in stopped)
         assert p95([latency for _, latency, _ in stopped]) <= p95([latency for _, latency, _ in healthy]) + 0.050
 
+        print(f"p95: healthy {p95([l for _, l, _ in healthy]) * 1000:.1f} ms ({len(healthy)} requests), frozen once "
+              f"open {p95(once_open) * 1000:.1f} ms ({len(once_open)}), stopped "
+              f"{p95([l for _, l, _ in stopped]) * 1000:.1f} ms ({len(stopped)})")
         warnings = log_lines(server, "WARNING")
         # Two outages, two workers: at most one warning per worker per outage, however many requests.
         assert 2 <= len(warnings) <= 4, warnings
