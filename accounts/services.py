@@ -99,7 +99,8 @@ def usage_settle(
     ``only_if`` adds a condition to that one UPDATE (the sweep's: the owner's heartbeat is still stale).
     """
     now = clock.now()
-    latency_ms = max(0, int((now - record.created_at).total_seconds() * 1000))
+    # Capped to the column (a row swept weeks after it opened would overflow it on PostgreSQL).
+    latency_ms = min(2**31 - 1, max(0, int((now - record.created_at).total_seconds() * 1000)))
     charged = min(record.reserved_tokens, prompt_tokens + completion_tokens) if record.reserved_tokens else 0
     with transaction.atomic():
         rows = UsageRecord.objects.filter(pk=record.pk, state=UsageRecord.PENDING)

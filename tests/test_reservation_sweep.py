@@ -96,10 +96,9 @@ def test_a_settlement_the_database_refused_is_swept_once_stale_instead_of_holdin
     def database_down(**kwargs):
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(services, "usage_settle", database_down)
-    with pytest.raises(OperationalError):
+    with monkeypatch.context() as patch, pytest.raises(OperationalError):
+        patch.setattr(services, "usage_settle", database_down)
         request_settle(admission=admission, prompt_tokens=20, completion_tokens=50, status_code=200)
-    monkeypatch.undo()
     assert reserved_and_used() == (220, 0)
     clock.advance(seconds=31)
     assert sweep_once() == 1  # no longer heartbeated by its worker: settled within the staleness, not 900 s
