@@ -62,6 +62,7 @@ def on_exit(server):
 def post_worker_init(worker):
     # Load the model and the moderation detectors in the background as soon as the worker is up, so
     # /readyz turns true without a first request paying for it; earlier requests wait for the same load.
+    from accounts.sweeper import sweeper_start
     from inference.engine import warm_up_in_background
     from inference.metrics import sampler_start
     from inference.registry import remote_engines_start
@@ -69,3 +70,4 @@ def post_worker_init(worker):
     remote_engines_start()  # remote models: clients, probes, tokenizers, before requests and the warm-up thread
     warm_up_in_background()
     sampler_start()  # this worker's engine queue and batch figures, for whichever worker answers /metrics
+    sweeper_start()  # heartbeats this worker's reservations, settles those dead workers left behind

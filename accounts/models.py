@@ -105,6 +105,10 @@ class UsageRecord(models.Model):
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     settled_at = models.DateTimeField(null=True, blank=True)
+    # While pending: the process serving it (host:pid:start) and when that process last said it still runs;
+    # the sweep settles a reservation whose owner stopped saying so (accounts/reservations.py).
+    owner = models.CharField(max_length=160, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [

@@ -80,6 +80,8 @@ def database_from_url(url: str) -> dict:
         }
     if parsed.scheme in {"postgres", "postgresql"}:
         options = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
+        # A database host that does not answer fails the request in seconds (503), not after the OS's minutes.
+        options.setdefault("connect_timeout", "5")
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": unquote(parsed.path.lstrip("/")) or "postgres",

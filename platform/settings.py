@@ -200,6 +200,21 @@ SLUICE_UPSTREAM_MAX_CONNECTIONS = env_int("SLUICE_UPSTREAM_MAX_CONNECTIONS", 256
 # database); a revoked or suspended key therefore stops working on every worker within this bound.
 SLUICE_KEY_CACHE_S = env_int("SLUICE_KEY_CACHE_S", 5, minimum=0, maximum=300)
 
+# Faults: what the server does when Redis or PostgreSQL fail, and the sweep of reservations left by dead workers.
+# After a cache failure the rate limits skip the cache this long before one request probes it again.
+SLUICE_CACHE_BREAKER_OPEN_S = env_float("SLUICE_CACHE_BREAKER_OPEN_S", 5.0, minimum=0.1)
+# A 503 database_unavailable tells the client to retry after this many seconds.
+SLUICE_DB_RETRY_AFTER_S = env_int("SLUICE_DB_RETRY_AFTER_S", 2, minimum=1)
+# Each worker refreshes the heartbeat of its in-flight reservations and sweeps stale ones this often (0: off).
+SLUICE_RESERVATION_SWEEP_S = env_float("SLUICE_RESERVATION_SWEEP_S", 10.0)
+# A pending reservation whose heartbeat is older than this was left by a dead worker, or by a request whose
+# settlement could not be written (the database was down): the sweep settles it. Keep it above twice the sweep.
+SLUICE_RESERVATION_STALE_S = env_float("SLUICE_RESERVATION_STALE_S", 30.0, minimum=0.5)
+if SLUICE_RESERVATION_SWEEP_S and SLUICE_RESERVATION_STALE_S < 2 * SLUICE_RESERVATION_SWEEP_S:
+    raise ImproperlyConfigured("SLUICE_RESERVATION_STALE_S must be at least twice SLUICE_RESERVATION_SWEEP_S")
+# SLUICE_ENGINE=fake only: seconds per generated token, so fault tests and the soak have streams that last.
+SLUICE_FAKE_TOKEN_DELAY_S = env_float("SLUICE_FAKE_TOKEN_DELAY_S", 0.0)
+
 # GET /metrics (Prometheus). Off unless a token or networks are set; every check that is set must pass.
 SLUICE_METRICS_TOKEN = env_str("SLUICE_METRICS_TOKEN", "")
 SLUICE_METRICS_ALLOWED_NETWORKS = env_networks("SLUICE_METRICS_ALLOWED_NETWORKS", "")
