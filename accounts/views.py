@@ -14,7 +14,31 @@ from accounts.metering import MeteredViewMixin
 from accounts.models import SCOPE_KEYS_MANAGE, SCOPE_USAGE_READ, ApiKey
 from accounts.reports import usage_report
 from accounts.serializers import ApiKeySerializer, RotateSerializer, UsageQuerySerializer
-from accounts.services import KEY_LIMIT_FIELDS, key_create, key_revoke, key_rotate
+from accounts.services import (
+    KEY_GRANTED_FIELDS,
+    KEY_LIMIT_FIELDS,
+    KeyGrantRefused,
+    KeyStateConflict,
+    key_create,
+    key_expiry_change_check,
+    key_grant_check,
+    key_granted_settings,
+    key_revoke,
+    key_rotate,
+)
+from platform.errors import ApiError
+
+
+def _grant_checked(grantor: ApiKey, requested: dict) -> None:
+    try:
+        key_grant_check(grantor=grantor, requested=requested)
+    except KeyGrantRefused as refused:
+        raise ApiError(str(refused), status_code=403, type="permission_error", code="permission_denied",
+                       param=refused.field) from None
+
+
+def _state_conflict(conflict: KeyStateConflict) -> ApiError:
+    return ApiError(str(conflict), status_code=409, code=conflict.code)
 
 
 @extend_schema(tags=["keys"])
@@ -51,17 +75,31 @@ class ApiKeyViewSet(
         return Response({**self.get_serializer(created.key).data, "value": created.plaintext}, status=201)
 
     def _create(self, data):
+        # A new key inherits what the request does not set from the key creating it, and gets no more than it.
+        granted = {**key_granted_settings(self.request.auth), **{f: data[f] for f in KEY_GRANTED_FIELDS if f in data}}
+        _grant_checked(self.request.auth, granted)
         created = key_create(
             account=self.request.auth.account,
             name=data.get("name", ""),
-            scopes=data.get("scopes"),
-            expires_at=data.get("expires_at"),
-            allowed_models=data.get("allowed_models"),
+            scopes=granted["scopes"],
+            expires_at=granted["expires_at"],
+            allowed_models=granted["allowed_models"],
         )
+        created.key.allowed_endpoints = granted["allowed_endpoints"]
         for field_name in KEY_LIMIT_FIELDS:
-            setattr(created.key, field_name, data.get(field_name))
+            setattr(created.key, field_name, granted[field_name])
         created.key.save()
         return created
+
+    def perform_update(self, serializer):
+        changed = {f: serializer.validated_data[f] for f in KEY_GRANTED_FIELDS if f in serializer.validated_data}
+        _grant_checked(self.request.auth, changed)
+        if "expires_at" in changed:
+            try:
+                key_expiry_change_check(key=serializer.instance)
+            except KeyStateConflict as conflict:
+                raise _state_conflict(conflict) from None
+        serializer.save()
 
     @action(detail=True, methods=["post"])
     def revoke(self, request, pk=None):
@@ -76,7 +114,11 @@ class ApiKeyViewSet(
         if old.revoked_at is not None:
             raise Http404
         grace = options.validated_data.get("grace_seconds", settings.SLUICE_KEY_ROTATION_GRACE_S)
-        created = key_rotate(key=old, grace_seconds=grace)
+        _grant_checked(request.auth, key_granted_settings(old))  # its successor's plaintext is returned here
+        try:
+            created = key_rotate(key=old, grace_seconds=grace)
+        except KeyStateConflict as conflict:
+            raise _state_conflict(conflict) from None
         return Response({**self.get_serializer(created.key).data, "value": created.plaintext}, status=201)
 
 

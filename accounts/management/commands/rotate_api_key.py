@@ -2,7 +2,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import ApiKey
-from accounts.services import key_rotate
+from accounts.services import KeyStateConflict, key_rotate
 
 
 class Command(BaseCommand):
@@ -19,6 +19,9 @@ class Command(BaseCommand):
         if grace_seconds is not None and grace_seconds < 0:
             raise CommandError("--grace-seconds must be >= 0")
         grace = settings.SLUICE_KEY_ROTATION_GRACE_S if grace_seconds is None else grace_seconds
-        created = key_rotate(key=key, grace_seconds=grace)
+        try:
+            created = key_rotate(key=key, grace_seconds=grace)
+        except KeyStateConflict as conflict:
+            raise CommandError(str(conflict)) from None
         self.stdout.write(f"Old key {key.display} stops working in {grace} s. New key (shown once):")
         self.stdout.write(created.plaintext)
