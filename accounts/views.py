@@ -55,6 +55,8 @@ class ApiKeyViewSet(
     serializer_class = ApiKeySerializer
     lookup_field = "lookup_id"
     lookup_url_kwarg = "pk"
+    # Ids are base62: anything else is a 404 without a query (a NUL in the path was a 500 on PostgreSQL).
+    lookup_value_regex = "[0-9A-Za-z]+"
     http_method_names = ["get", "post", "patch", "head", "options"]
 
     def get_queryset(self):

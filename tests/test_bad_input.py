@@ -29,7 +29,7 @@ def metered(account):
 
 
 def assert_refused_and_free(response, fake_engine, *, param, code=None):
-    assert response.status_code == 400, response.content
+    assert response.status_code == 400, getattr(response, "content", "a stream")
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error"
     assert error["param"] == param, error
@@ -199,8 +199,11 @@ def test_on_postgresql_a_flagged_text_with_nul_is_a_400_not_a_503(api, fake_engi
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="NUL only fails to store on PostgreSQL")
-def test_on_postgresql_a_flagged_output_with_nul_is_logged_with_the_nul_replaced(api, fake_engine):
-    fake_engine.replies.append(THREAT + "\x00")
+def test_on_postgresql_a_flagged_output_with_nul_is_logged_with_the_nul_replaced(api, fake_engine, monkeypatch):
+    # The fake engine's token 0 is its end of text; let its token 1 decode to NUL, as a real model's byte token can.
+    decode = fake_engine.decode
+    monkeypatch.setattr(fake_engine, "decode", lambda ids: decode(ids).replace("\x01", "\x00"))
+    fake_engine.replies.append("I am going to kill you\x01 and your whole family tonight.")
     response = api.post(CHAT, chat("Please write a short poem about the sea."))
     assert response.status_code == 200
     event = ModerationEvent.objects.get(direction="output")

@@ -28,7 +28,7 @@ def restricted(client, account):
 
 def keys_snapshot():
     return sorted(ApiKey.objects.values_list("pk", "scopes", "allowed_models", "requests_per_minute",
-                                             "daily_token_quota", "expires_at", "replaced_by"))
+                                             "daily_token_quota", "expires_at", "suspended_at"))
 
 
 @pytest.mark.parametrize(
@@ -172,3 +172,9 @@ def test_patching_expires_at_cannot_extend_a_rotated_keys_grace(manager, account
     assert ApiKey.objects.get(pk=old.key.pk).expires_at == grace_end
     clock.advance(seconds=61)
     assert Api(client, old.plaintext).get("/v1/models").status_code == 401
+
+
+@pytest.mark.parametrize("path", ["/v1/keys/ab%00cd", "/v1/keys/ab%00cd/rotate", "/v1/keys/ab%2Fcd", "/v1/keys/%F0%9F%94%91"])
+def test_a_key_id_that_is_not_base62_is_a_json_404(manager, path):
+    response = manager.post(path) if path.endswith("rotate") else manager.get(path)
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
