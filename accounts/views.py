@@ -17,8 +17,6 @@ from accounts.serializers import ApiKeySerializer, RotateSerializer, UsageQueryS
 from accounts.services import (
     KEY_GRANTED_FIELDS,
     KEY_LIMIT_FIELDS,
-    KeyGrantRefused,
-    KeyStateConflict,
     key_create,
     key_expiry_change_check,
     key_grant_check,
@@ -26,19 +24,6 @@ from accounts.services import (
     key_revoke,
     key_rotate,
 )
-from platform.errors import ApiError
-
-
-def _grant_checked(grantor: ApiKey, requested: dict) -> None:
-    try:
-        key_grant_check(grantor=grantor, requested=requested)
-    except KeyGrantRefused as refused:
-        raise ApiError(str(refused), status_code=403, type="permission_error", code="permission_denied",
-                       param=refused.field) from None
-
-
-def _state_conflict(conflict: KeyStateConflict) -> ApiError:
-    return ApiError(str(conflict), status_code=409, code=conflict.code)
 
 
 @extend_schema(tags=["keys"])
@@ -79,7 +64,7 @@ class ApiKeyViewSet(
     def _create(self, data):
         # A new key inherits what the request does not set from the key creating it, and gets no more than it.
         granted = {**key_granted_settings(self.request.auth), **{f: data[f] for f in KEY_GRANTED_FIELDS if f in data}}
-        _grant_checked(self.request.auth, granted)
+        key_grant_check(grantor=self.request.auth, requested=granted)
         created = key_create(
             account=self.request.auth.account,
             name=data.get("name", ""),
@@ -95,12 +80,9 @@ class ApiKeyViewSet(
 
     def perform_update(self, serializer):
         changed = {f: serializer.validated_data[f] for f in KEY_GRANTED_FIELDS if f in serializer.validated_data}
-        _grant_checked(self.request.auth, changed)
+        key_grant_check(grantor=self.request.auth, requested=changed)
         if "expires_at" in changed:
-            try:
-                key_expiry_change_check(key=serializer.instance)
-            except KeyStateConflict as conflict:
-                raise _state_conflict(conflict) from None
+            key_expiry_change_check(key=serializer.instance)
         serializer.save()
 
     @action(detail=True, methods=["post"])
@@ -116,11 +98,8 @@ class ApiKeyViewSet(
         if old.revoked_at is not None:
             raise Http404
         grace = options.validated_data.get("grace_seconds", settings.SLUICE_KEY_ROTATION_GRACE_S)
-        _grant_checked(request.auth, key_granted_settings(old))  # its successor's plaintext is returned here
-        try:
-            created = key_rotate(key=old, grace_seconds=grace)
-        except KeyStateConflict as conflict:
-            raise _state_conflict(conflict) from None
+        key_grant_check(grantor=request.auth, requested=key_granted_settings(old))  # its successor is shown here
+        created = key_rotate(key=old, grace_seconds=grace)
         return Response({**self.get_serializer(created.key).data, "value": created.plaintext}, status=201)
 
 

@@ -178,3 +178,15 @@ def test_patching_expires_at_cannot_extend_a_rotated_keys_grace(manager, account
 def test_a_key_id_that_is_not_base62_is_a_json_404(manager, path):
     response = manager.post(path) if path.endswith("rotate") else manager.get(path)
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+def test_the_rotate_command_refuses_an_expired_key_too(account, clock):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    old = key_create(account=account, expires_at=clock.now() - timedelta(seconds=1)).key
+    before = keys_snapshot()
+    with pytest.raises(CommandError, match="expired"):
+        call_command("rotate_api_key", old.lookup_id, stdout=StringIO())
+    assert keys_snapshot() == before

@@ -2,7 +2,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import ApiKey
-from accounts.services import KeyStateConflict, key_rotate
+from accounts.services import key_rotate
+from platform.errors import ApiError
 
 
 class Command(BaseCommand):
@@ -21,7 +22,7 @@ class Command(BaseCommand):
         grace = settings.SLUICE_KEY_ROTATION_GRACE_S if grace_seconds is None else grace_seconds
         try:
             created = key_rotate(key=key, grace_seconds=grace)
-        except KeyStateConflict as conflict:
-            raise CommandError(str(conflict)) from None
+        except ApiError as refused:  # expired, suspended or already rotated
+            raise CommandError(refused.message) from None
         self.stdout.write(f"Old key {key.display} stops working in {grace} s. New key (shown once):")
         self.stdout.write(created.plaintext)
