@@ -291,14 +291,14 @@ def key_grant_check(*, grantor: ApiKey, requested: dict) -> None:
         elif field_name in ("allowed_models", "allowed_endpoints"):
             if own and (not value or set(value) - set(own)):
                 raise _grant_refused(field_name, f"This key is limited to {field_name} {sorted(own)} and cannot "
-                                                  "grant others (an empty list would allow every one).")
+                                                 "grant others (an empty list would allow every one).")
         elif field_name in KEY_LIMIT_FIELDS:
             if own is not None and (value is None or value > own):
                 raise _grant_refused(field_name, f"This key's own {field_name} is {own}; it cannot grant more.")
         elif field_name == "expires_at":
             if own is not None and (value is None or value > own):
                 raise _grant_refused(field_name, f"This key expires at {own.isoformat()}; it cannot grant a key "
-                                                  "that outlives it.")
+                                                 "that outlives it.")
 
 
 def _state_conflict(code: str, message: str) -> ApiError:
@@ -312,7 +312,7 @@ def key_expiry_change_check(*, key: ApiKey) -> None:
         raise _state_conflict("key_expired", "This key has expired; its expiry cannot be changed. Create a new key.")
     if key.replaced_by_id is not None:
         raise _state_conflict("key_already_rotated", "This key was rotated; it expires at the end of its grace "
-                                                      "period. Use the key that replaced it.")
+                                                     "period. Use the key that replaced it.")
 
 
 def key_rotate(*, key: ApiKey, grace_seconds: int) -> CreatedKey:
@@ -342,7 +342,7 @@ def key_rotate(*, key: ApiKey, grace_seconds: int) -> CreatedKey:
             # A concurrent rotation won; raising leaves the transaction, which drops the key made here.
             successor = ApiKey.objects.filter(pk=key.pk).values_list("replaced_by__lookup_id", flat=True).first()
             raise _state_conflict("key_already_rotated", f"This key was already rotated (to key {successor}); "
-                                                          "rotate that key instead.")
+                                                         "rotate that key instead.")
         grace_end = clock.now() + timedelta(seconds=grace_seconds)
         if key.expires_at is None or key.expires_at > grace_end:
             ApiKey.objects.filter(pk=key.pk).update(expires_at=grace_end)
