@@ -51,6 +51,9 @@ class ApiKey(models.Model):
     tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
     daily_token_quota = models.PositiveBigIntegerField(null=True, blank=True)
     monthly_token_quota = models.PositiveBigIntegerField(null=True, blank=True)
+    # Set when the key is rotated: a key is replaced once (a second rotation within its grace is refused).
+    replaced_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                    editable=False)
 
     class Meta:
         indexes = [models.Index(fields=["account", "created_at"])]

@@ -279,8 +279,66 @@ def key_revoke(*, key: ApiKey) -> ApiKey:
     return key
 
 
+# What a key hands on to a key it creates when the request does not say, and what it may not exceed.
+KEY_GRANTED_FIELDS = ("scopes", "allowed_models", "allowed_endpoints", *KEY_LIMIT_FIELDS, "expires_at")
+
+
+def _grant_refused(field_name: str, message: str) -> ApiError:
+    return ApiError(message, status_code=403, type="permission_error", code="permission_denied", param=field_name)
+
+
+def key_granted_settings(key: ApiKey) -> dict:
+    """A key's own grantable settings: what a key it creates inherits unless the request lowers them."""
+    return {field_name: getattr(key, field_name) for field_name in KEY_GRANTED_FIELDS}
+
+
+def key_grant_check(*, grantor: ApiKey, requested: dict) -> None:
+    """A key may give (create, change, rotate) only what it holds itself: scopes among its own, models and
+    endpoints among its own when it has a list (never every one), limits at most its own when it has its own,
+    and an expiry no later than its own. Raises a 403 naming the first setting that is stronger."""
+    for field_name, value in requested.items():
+        own = getattr(grantor, field_name)
+        if field_name == "scopes":
+            extra = sorted(set(value) - set(own))
+            if extra:
+                raise _grant_refused(field_name, f"This key cannot grant the scope '{extra[0]}', which it lacks.")
+        elif field_name in ("allowed_models", "allowed_endpoints"):
+            if own and (not value or set(value) - set(own)):
+                raise _grant_refused(field_name, f"This key is limited to {field_name} {sorted(own)} and cannot "
+                                                 "grant others (an empty list would allow every one).")
+        elif field_name in KEY_LIMIT_FIELDS:
+            if own is not None and (value is None or value > own):
+                raise _grant_refused(field_name, f"This key's own {field_name} is {own}; it cannot grant more.")
+        elif field_name == "expires_at":
+            if own is not None and (value is None or value > own):
+                raise _grant_refused(field_name, f"This key expires at {own.isoformat()}; it cannot grant a key "
+                                                 "that outlives it.")
+
+
+def _state_conflict(code: str, message: str) -> ApiError:
+    """The key's state forbids the change (expired, suspended, already rotated): a 409, ``code`` says which."""
+    return ApiError(message, status_code=409, code=code)
+
+
+def key_expiry_change_check(*, key: ApiKey) -> None:
+    """An expired key stays expired, and a rotated key keeps the end of its grace: create or rotate instead."""
+    if key.expires_at is not None and key.expires_at <= clock.now():
+        raise _state_conflict("key_expired", "This key has expired; its expiry cannot be changed. Create a new key.")
+    if key.replaced_by_id is not None:
+        raise _state_conflict("key_already_rotated", "This key was rotated; it expires at the end of its grace "
+                                                     "period. Use the key that replaced it.")
+
+
 def key_rotate(*, key: ApiKey, grace_seconds: int) -> CreatedKey:
-    """A new key with the same settings; the old one keeps working for ``grace_seconds``, then expires."""
+    """A new key with the same settings; the old one keeps working for ``grace_seconds``, then expires.
+
+    A key is rotated once: an expired or suspended key cannot be (its successor would be an already-expired
+    key, or a way around the suspension), and a second rotation of the same key is refused, so one old key
+    never has two live successors. Raises a 409."""
+    if key.expires_at is not None and key.expires_at <= clock.now():
+        raise _state_conflict("key_expired", "This key has expired and cannot be rotated. Create a new key.")
+    if key.suspended_at is not None:
+        raise _state_conflict("key_suspended", "This key is suspended and cannot be rotated.")
     with transaction.atomic():
         created = key_create(
             account=key.account,
@@ -294,6 +352,11 @@ def key_rotate(*, key: ApiKey, grace_seconds: int) -> CreatedKey:
         for field_name in KEY_LIMIT_FIELDS:
             setattr(new, field_name, getattr(key, field_name))
         new.save()
+        if not ApiKey.objects.filter(pk=key.pk, replaced_by__isnull=True).update(replaced_by=new):
+            # A concurrent rotation won; raising leaves the transaction, which drops the key made here.
+            successor = ApiKey.objects.filter(pk=key.pk).values_list("replaced_by__lookup_id", flat=True).first()
+            raise _state_conflict("key_already_rotated", f"This key was already rotated (to key {successor}); "
+                                                         "rotate that key instead.")
         grace_end = clock.now() + timedelta(seconds=grace_seconds)
         if key.expires_at is None or key.expires_at > grace_end:
             ApiKey.objects.filter(pk=key.pk).update(expires_at=grace_end)

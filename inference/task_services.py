@@ -30,6 +30,13 @@ def _check_access(key: ApiKey, engine: Engine, endpoint: str) -> None:
         raise ApiError(str(refused), status_code=403, type="permission_error", code="model_not_allowed") from None
 
 
+def _check_model(engine: Engine, model: str | None) -> None:
+    """``model`` is optional; when sent it must name the model that answers (the one the body reports)."""
+    if model is not None and model != engine.model_id:
+        raise ApiError(f"The model '{model}' does not exist for this task. Available: {engine.model_id}.",
+                       param="model", code="model_not_found")
+
+
 def _check_length(engine: Engine, text: str, *, param: str) -> int:
     tokens = engine.count_tokens(text)
     limit = min(settings.SLUICE_MAX_PROMPT_TOKENS, engine.context_window // 2)
@@ -72,8 +79,10 @@ def _body(engine: Engine, data: list[dict], tokens: int) -> dict:
             "usage": {"prompt_tokens": tokens, "completion_tokens": 0, "total_tokens": tokens}}
 
 
-def sentiment_run(*, key: ApiKey, request_id: str, texts: list[str]) -> tuple[dict, dict[str, str]]:
+def sentiment_run(*, key: ApiKey, request_id: str, texts: list[str],
+                  model: str | None = None) -> tuple[dict, dict[str, str]]:
     engine = get_engine()  # the local model: tasks score with its forward passes
+    _check_model(engine, model)
     _check_access(key, engine, ENDPOINT_SENTIMENT)
     tokens = sum(_check_length(engine, text, param=f"input[{i}]") for i, text in enumerate(texts))
     context = ModerationContext(account=key.account, api_key=key, request_id=request_id, endpoint=ENDPOINT_SENTIMENT)
@@ -87,8 +96,10 @@ def sentiment_run(*, key: ApiKey, request_id: str, texts: list[str]) -> tuple[di
     return _body(engine, data, tokens), admission.headers
 
 
-def qa_run(*, key: ApiKey, request_id: str, pairs: list[tuple[str, str]]) -> tuple[dict, dict[str, str]]:
+def qa_run(*, key: ApiKey, request_id: str, pairs: list[tuple[str, str]],
+           model: str | None = None) -> tuple[dict, dict[str, str]]:
     engine = get_engine()  # the local model: tasks score with its forward passes
+    _check_model(engine, model)
     _check_access(key, engine, ENDPOINT_QA)
     tokens = sum(_check_length(engine, question + "\n" + context_text, param=f"input[{i}].context")
                  for i, (question, context_text) in enumerate(pairs))

@@ -6,7 +6,6 @@ from django.conf import settings
 from django.db import connection
 from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -19,6 +18,7 @@ from inference.engine import engine_status, warm_up_in_background
 from inference.registry import available_models
 from inference.streaming import sse_chunks, sse_response
 from platform.errors import ApiError
+from platform.parsers import JSONParser
 
 
 class JSONBodyAsFormParser(JSONParser):
@@ -104,7 +104,8 @@ class SentimentViewSet(TaskViewSet):
         serializer = serializers.SentimentRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         body, headers = task_services.sentiment_run(
-            key=request.auth, request_id=request.request_id, texts=serializer.validated_data["input"]
+            key=request.auth, request_id=request.request_id, texts=serializer.validated_data["input"],
+            model=serializer.validated_data.get("model"),
         )
         return Response(body, headers=headers)
 
@@ -119,7 +120,8 @@ class QuestionAnsweringViewSet(TaskViewSet):
         serializer = serializers.QARequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         body, headers = task_services.qa_run(
-            key=request.auth, request_id=request.request_id, pairs=serializer.validated_data["pairs"]
+            key=request.auth, request_id=request.request_id, pairs=serializer.validated_data["pairs"],
+            model=serializer.validated_data.get("model"),
         )
         return Response(body, headers=headers)
 
