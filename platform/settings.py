@@ -266,6 +266,9 @@ AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "sluice/lockout.html"
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_VERBOSE = False  # one WARNING per failure from axes is enough; no start-up banner
+# Behind N reverse proxies that append to X-Forwarded-For, the address counted is the N-th from the right.
+SLUICE_TRUSTED_PROXY_HOPS = env_int("SLUICE_TRUSTED_PROXY_HOPS", 0, minimum=0, maximum=10)
+AXES_CLIENT_IP_CALLABLE = "platform.client_address.client_address"
 # --- end of Security -------------------------------------------------------------------------------------
 
 LOGGING = {

@@ -111,3 +111,19 @@ def test_the_lockout_page_is_a_429_under_the_content_security_policy(client, ope
     assert response["Content-Type"].startswith("text/html")
     assert "script-src 'self'" in response["Content-Security-Policy"]
     assert "Try again after 0:15:00" in response.content.decode()
+
+
+def test_behind_a_proxy_the_address_counted_is_the_one_the_proxy_saw(client, operator, login_clock, settings):
+    settings.SLUICE_TRUSTED_PROXY_HOPS = 1
+    for n in range(settings.AXES_FAILURE_LIMIT):
+        # Every request comes from the proxy; the attacker also writes a fresh address of its own each time.
+        client.post(LOGIN, {"username": f"someone-{n}", "password": "guess"}, REMOTE_ADDR="10.0.0.2",
+                    HTTP_X_FORWARDED_FOR=f"1.2.3.{n}, 203.0.113.50")
+
+    def from_behind_the_proxy(client_address):
+        client.cookies.clear()
+        return client.post(LOGIN, {"username": "operator", "password": PASSWORD}, REMOTE_ADDR="10.0.0.2",
+                           HTTP_X_FORWARDED_FOR=client_address)
+
+    assert from_behind_the_proxy("203.0.113.50").status_code == 429  # the attacker's real address is locked
+    assert signed_in(from_behind_the_proxy("198.51.100.20"))  # everyone else behind the same proxy is not
