@@ -7,6 +7,11 @@ had already answered ``Connection: keep-alive``, so a client's next request on t
 ``close_when_body_is_left_unread`` (the ``pre_request`` hook) marks such a request to close before any byte
 of the answer is written: the answer says ``Connection: close`` and the client opens a new connection.
 
+A body within the limit that the application answers without reading (a 401 before the JSON is parsed)
+is read to its end after the answer by ``read_what_is_left_of_the_body`` (the ``post_request`` hook): at
+most SLUICE_MAX_BODY_BYTES, which the application could have read anyway, so the connection truly stays
+alive instead of closing after gunicorn's 64 KiB.
+
 2. Gunicorn's own error answers (request line too long: 414, headers too many or too large: 431, a malformed
 request: 400) in the API's one error format instead of gunicorn's HTML page.
 
@@ -60,6 +65,17 @@ def close_when_body_is_left_unread(worker, req) -> None:
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     if length.isdigit() and limit is not None and int(length) > limit:
         req.force_close()
+
+
+def read_what_is_left_of_the_body(worker, req, environ, resp) -> None:
+    """gunicorn's ``post_request`` hook: finish reading a body the application left, so keep-alive holds."""
+    if req.should_close() or resp is None or resp.should_close():
+        return  # closing anyway (and an over-limit body is never read: pre_request marked it to close)
+    try:
+        while req.body.read(65_536):
+            pass
+    except (OSError, ValueError):
+        pass  # gunicorn's own drain then finds the body unfinished and closes the connection
 
 
 def install() -> None:

@@ -128,6 +128,19 @@ def test_a_body_within_the_limit_keeps_the_connection_alive(server):
     connection.close()
 
 
+def test_a_body_within_the_limit_answered_unread_keeps_the_connection_alive(server):
+    running, _ = server
+    # No key: a 401 before the body is parsed. Larger than the 64 KiB gunicorn reads past an unread body.
+    body = b'{"model": "SmolLM2-135M-Instruct", "prompt": "hello"}' + b" " * 100_000
+    connection = Connection(running.url)
+    connection.send(request_head("POST", "/v1/completions", key="sk-wrong", length=len(body)), body)
+    status, headers, _ = connection.response()
+    assert status == 401 and headers["connection"] == "keep-alive"
+    connection.send(request_head("GET", "/healthz"))
+    assert connection.response()[0] == 200  # the connection it said it kept is really kept
+    connection.close()
+
+
 def test_a_request_line_too_long_is_a_414_in_the_json_error_format(server):
     running, _ = server
     connection = Connection(running.url)
