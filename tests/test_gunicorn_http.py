@@ -152,6 +152,7 @@ def test_a_request_line_too_long_is_a_414_in_the_json_error_format(server):
     error = json.loads(body)["error"]
     assert error["type"] == "invalid_request_error" and error["code"] == "request_line_too_long"
     assert set(error) == {"message", "type", "param", "code"}
+    assert headers["content-security-policy"].startswith("default-src 'none'")
     assert headers["connection"] == "close" and connection.closed_by_server()
 
 
