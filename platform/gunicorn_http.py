@@ -18,8 +18,8 @@ request: 400) in the API's one error format instead of gunicorn's HTML page.
 Gunicorn refuses such requests before any application code runs: ``Worker.handle_error`` maps the parser's
 exception to a status and a message and hands them to ``gunicorn.util.write_error``, its one function that
 writes the bytes, with no setting or hook to change them. gunicorn.conf.py puts ``write_json_error`` in its
-place: gunicorn still decides which requests to refuse and with what status; only the body changes. Kept
-free of Django: it runs in gunicorn's parser, outside any request.
+place: gunicorn still decides which requests to refuse and with what status; only the body changes. It
+uses no Django: it runs in gunicorn's parser, outside any request.
 """
 
 from __future__ import annotations
