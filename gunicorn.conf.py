@@ -31,6 +31,15 @@ keepalive = 5
 accesslog = os.environ.get("SLUICE_ACCESS_LOG", "-") or None  # empty: no access log
 wsgi_app = "platform.wsgi:application"
 
+# Gunicorn's own refusals (414, 431, 400) answer in the API's JSON error format, a request whose body is left
+# unread (over SLUICE_MAX_BODY_BYTES: 413; chunked) says Connection: close, and one within the limit that the
+# application did not read is read to its end, so keep-alive holds. See platform/gunicorn_http.py.
+from platform import gunicorn_http  # noqa: E402
+
+gunicorn_http.install()
+pre_request = gunicorn_http.close_when_body_is_left_unread
+post_request = gunicorn_http.read_what_is_left_of_the_body
+
 # Prometheus: each worker counts in files under this directory and any worker's /metrics adds them all up
 # (prometheus_client's multiprocess mode). Unset: a fresh directory for this server, removed when it stops.
 # Two servers on one host need two directories.

@@ -7,6 +7,7 @@ With nothing set, Sluice runs on the embedded defaults: a SQLite file and a gene
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -17,11 +18,14 @@ from platform.env import (
     env_bool,
     env_choice,
     env_float,
+    env_header,
     env_int,
     env_list,
     env_networks,
+    env_origins,
     env_str,
     remote_models_from_env,
+    secret_key_refuse_weak,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -220,6 +224,67 @@ SLUICE_METRICS_TOKEN = env_str("SLUICE_METRICS_TOKEN", "")
 SLUICE_METRICS_ALLOWED_NETWORKS = env_networks("SLUICE_METRICS_ALLOWED_NETWORKS", "")
 # "json": every log record, and one line per request, is a JSON object (for log shippers); "plain": readable.
 SLUICE_LOG_FORMAT = env_choice("SLUICE_LOG_FORMAT", "plain", ("plain", "json"))
+
+# --- Security -------------------------------------------------------------------------------------------
+# A deployment (DEBUG off and not on the embedded SQLite defaults) is served over HTTPS: the secure options
+# default on there and off on the embedded `make serve` (plain http://127.0.0.1:8000). Each can be set either way.
+PRODUCTION = not DEBUG and not EMBEDDED_DEFAULTS
+if PRODUCTION:
+    secret_key_refuse_weak(SECRET_KEY)  # ImproperlyConfigured: no worker starts on a guessable key
+
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+# Probes and scrapers reach a worker over plain HTTP inside the network; they are never redirected.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", PRODUCTION)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", PRODUCTION)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", PRODUCTION)
+# Opt-in, only behind a proxy that sets this header on every request: "X-Forwarded-Proto: https".
+SECURE_PROXY_SSL_HEADER = env_header("SECURE_PROXY_SSL_HEADER")
+CSRF_TRUSTED_ORIGINS = env_origins("CSRF_TRUSTED_ORIGINS")
+
+# One strict Content-Security-Policy on every response (admin, dashboard, /docs, the API): scripts, styles,
+# fonts and fetches from this origin only, no inline code, no framing. django-csp writes it (Django 5.2 has
+# no CSP of its own); Swagger UI's start-up script and styles are static files (platform/templates/sluice/).
+INSTALLED_APPS += ["csp", "axes"]
+MIDDLEWARE += [
+    "csp.middleware.CSPMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: it turns a lockout into the lockout page
+]
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'none'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],  # the admin's and Swagger UI's icons are data: URIs in their CSS
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],  # Swagger UI fetches /v1/schema and sends "Try it out" requests
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "base-uri": ["'none'"],
+    },
+}
+
+# Sign-in throttle (django-axes) for every view that signs a user in with Django's authenticate(): the admin's
+# login now, a customer console's later. Failures are counted in the database, so every gunicorn worker and
+# host sees the same counts; an address or a username with SLUICE_LOGIN_FAILURE_LIMIT failures is refused
+# (the lockout page, 429) until SLUICE_LOGIN_COOLOFF_S seconds pass without another failure; a success resets.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("SLUICE_LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("SLUICE_LOGIN_COOLOFF_S", 900, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]  # each on its own: per address, and per username
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "sluice/lockout.html"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False  # one WARNING per failure from axes is enough; no start-up banner
+# Behind N reverse proxies that append to X-Forwarded-For, the address counted is the N-th from the right.
+SLUICE_TRUSTED_PROXY_HOPS = env_int("SLUICE_TRUSTED_PROXY_HOPS", 0, minimum=0, maximum=10)
+AXES_CLIENT_IP_CALLABLE = "platform.client_address.client_address"
+# --- end of Security -------------------------------------------------------------------------------------
 
 LOGGING = {
     "version": 1,
