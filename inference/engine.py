@@ -160,7 +160,7 @@ def _build_engine() -> Engine:
     if settings.SLUICE_ENGINE == "fake":
         from inference.fake_engine import FakeEngine
 
-        return FakeEngine()
+        return FakeEngine(token_delay_s=settings.SLUICE_FAKE_TOKEN_DELAY_S)
     if settings.SLUICE_ENGINE == "transformers":
         from inference.transformers_engine import TransformersEngine
 

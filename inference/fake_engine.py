@@ -3,11 +3,13 @@
 One token per character (so token counts are easy to predict), a readable chat template, and replies taken
 from a queue (``engine.replies.append("...")``), like simonw/llm's fake model. Tokens are produced as the
 consumer iterates, so a test that stops reading mid-stream sees exactly what was generated so far.
+``token_delay_s`` paces the tokens as a model would (a browser test watches a reply arrive in pieces).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 
@@ -18,7 +20,8 @@ EOS = 0
 
 
 class FakeHandle:
-    def __init__(self, reply: str, params: SamplingParams):
+    def __init__(self, reply: str, params: SamplingParams, *, token_delay_s: float = 0.0):
+        self._token_delay_s = token_delay_s
         ids = [ord(char) for char in reply]
         if params.ignore_eos or len(ids) < params.min_tokens:
             while len(ids) < params.max_tokens:
@@ -41,6 +44,8 @@ class FakeHandle:
             if self._cancelled.is_set():
                 self.finish_reason = "cancelled"
                 return
+            if self._token_delay_s:
+                time.sleep(self._token_delay_s)
             self.completion_tokens += 1
             yield token_id
         self.finish_reason = "stop" if self._ended_by_eos else "length"
@@ -51,7 +56,8 @@ class FakeEngine(Engine):
     context_window = 8192
     default_reply = "Hello from the fake engine."
 
-    def __init__(self, *, model_id: str | None = None, max_running: int | None = None):
+    def __init__(self, *, model_id: str | None = None, max_running: int | None = None, token_delay_s: float = 0.0):
+        self.token_delay_s = token_delay_s
         if model_id:
             self.model_id = model_id
         self.replies: deque[str] = deque()
@@ -74,7 +80,7 @@ class FakeEngine(Engine):
         if self.max_running is not None and running >= self.max_running:
             raise EngineBusy("The fake engine is full.")
         reply = self.replies.popleft() if self.replies else self.default_reply
-        handle = FakeHandle(reply, params)
+        handle = FakeHandle(reply, params, token_delay_s=self.token_delay_s)
         self.submitted.append((list(prompt_ids), params))
         self.handles.append(handle)
         return handle

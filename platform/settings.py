@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "accounts",
     "moderation",
     "inference",
+    "platform.console.apps.ConsoleConfig",  # the account holder's console at /console/
     "platform.apps.PlatformConfig",  # the admin dashboard, its templates, static files and commands
 ]
 
@@ -154,6 +155,7 @@ if SLUICE_MODEL_DTYPE not in {"float32", "bfloat16"}:
     raise ImproperlyConfigured(f"SLUICE_MODEL_DTYPE must be float32 or bfloat16, got {SLUICE_MODEL_DTYPE!r}")
 SLUICE_MODEL_CACHE_DIR = Path(env_str("SLUICE_MODEL_CACHE_DIR", str(VAR_DIR / "models")))
 SLUICE_ENGINE = env_str("SLUICE_ENGINE", "transformers")  # "transformers" or "fake" (tests, overhead benchmark)
+SLUICE_FAKE_TOKEN_DELAY_S = env_float("SLUICE_FAKE_TOKEN_DELAY_S", 0.0, minimum=0.0)  # the fake engine's pace
 
 # Limits.
 SLUICE_MAX_PROMPT_TOKENS = env_int("SLUICE_MAX_PROMPT_TOKENS", 4096, minimum=1)
@@ -220,3 +222,22 @@ LOGGING = {
     "loggers": {"django.request": {"level": "ERROR", "filters": ["not_ready_is_no_error"]},
                 "httpx": {"level": "WARNING"}},
 }
+
+# The account holder's console (/console/, platform/console): Django's auth, sessions and CSRF. Its sign-in is
+# throttled by django-ratelimit on the shared cache (platform/console/views.py), per username and per address.
+LOGIN_URL = "console:login"
+LOGIN_REDIRECT_URL = "console:home"
+LOGOUT_REDIRECT_URL = "console:login"
+SLUICE_CONSOLE_LOGIN_RATE_USER = env_str("SLUICE_CONSOLE_LOGIN_RATE_USER", "5/m")  # failed and not, per username
+SLUICE_CONSOLE_LOGIN_RATE_IP = env_str("SLUICE_CONSOLE_LOGIN_RATE_IP", "20/m")  # per client address
+# Links in invitation emails sent from the command line or the admin (the console's own pages use the request's host).
+SLUICE_CONSOLE_BASE_URL = env_str("SLUICE_CONSOLE_BASE_URL", "http://127.0.0.1:8000")
+# The playground's short-lived key, made for the signed-in member (inference scope only).
+SLUICE_PLAYGROUND_KEY_TTL_S = env_int("SLUICE_PLAYGROUND_KEY_TTL_S", 3600, minimum=60)
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "sluice@localhost")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)

@@ -14,6 +14,7 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),  # Prometheus; off unless SLUICE_METRICS_* allow it
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("console/", include("platform.console.urls")),  # the account holder's console
     path("admin/", include("platform.admin_urls")),  # the dashboard (admin index) and report downloads
     path("admin/", admin.site.urls),
 ]
