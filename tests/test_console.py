@@ -219,6 +219,8 @@ def test_moderation_events_show_the_text_to_owners_only(acme, globex, client):
     signed_in(client, person(acme, "boss@acme.test", OWNER))
     as_owner = client.get(page(acme, "moderation"))
     assert b"a secret threatening prompt" in as_owner.content and b"globex&#x27;s text" not in as_owner.content
+    assert b"a secret threatening prompt" not in client.get(page(acme, "moderation") + "?action=flag").content
+    assert b"a secret threatening prompt" in client.get(page(acme, "moderation") + "?action=block").content
     assert client.get(page(acme, "playground", "outcome/req_a/")).json()["events"] == [
         {"direction": "input", "action": "block", "categories": ["violence"]}]
     assert client.get(page(acme, "playground", "outcome/req_b/")).json()["events"] == []

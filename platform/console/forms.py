@@ -13,7 +13,7 @@ from accounts.models import ALL_SCOPES, default_scopes
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
-GRACE_CHOICES = [(0, "none: the old key stops now"), (3600, "1 hour"), (86_400, "24 hours"), (7 * 86_400, "7 days")]
+GRACE_CHOICES = [(0, "no grace"), (3600, "1 h grace"), (86_400, "24 h grace"), (7 * 86_400, "7 d grace")]  # the old key keeps working
 
 
 class PeriodForm(forms.Form):
@@ -89,7 +89,9 @@ class KeyCreateForm(forms.Form):
 
 
 class KeyRotateForm(forms.Form):
-    grace_seconds = forms.TypedChoiceField(choices=GRACE_CHOICES, coerce=int, initial=86_400)
+    grace_seconds = forms.TypedChoiceField(
+        choices=GRACE_CHOICES, coerce=int, initial=86_400,
+        widget=forms.Select(attrs={"aria-label": "How long the old key keeps working", "title": "Grace period"}))
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -60,6 +60,8 @@ PAGES = [  # (url name, label, permission): the navigation, in order
     ("members", "Members", MEMBERS),
 ]
 PLAYGROUND_KEY_PREFIX = "playground: "
+MODERATION_ACTIONS = {"block": "Blocked", "redact": "Redacted", "flag": "Flagged"}
+MODERATION_EVENTS_SHOWN = 100
 
 
 def _render(request, template: str, context: dict, *, status: int = 200):
@@ -183,7 +185,8 @@ def usage(request, membership):
     form, since, until = period_from(request.GET)
     report = usage_report(since=since, until=until, account=membership.account)
     names = dict(ApiKey.objects.filter(account=membership.account).values_list("lookup_id", "name"))
-    by_key = [{**row, "name": names.get(row["key"], "")} for row in report["by_key"]]
+    by_key = sorted(({**row, "name": names.get(row["key"], "")} for row in report["by_key"]),
+                    key=lambda row: (-row["total_tokens"], -row["requests"], row["key"]))
     chart = {"days": _filled_days(report["by_day"], since, until), "totals": report["totals"],
              "since": since.isoformat(), "until": until.isoformat()}
     csv_query = f"since={since.isoformat()}&until={until.isoformat()}"
@@ -333,12 +336,15 @@ def playground_outcome(request, membership, request_id: str):
 
 @member_page(MODERATION)
 def moderation(request, membership):
-    events = moderation_events_of(account=membership.account, limit=200)
+    action = request.GET.get("action")
+    action = action if action in MODERATION_ACTIONS else None
+    events = moderation_events_of(account=membership.account, action=action, limit=MODERATION_EVENTS_SHOWN)
     show_text = role_allows(membership.role, MODERATION_TEXT)
     for event in events:
         event.top = sorted(((score, name) for name, score in (event.scores or {}).items()), reverse=True)[:1]
     return _render(request, "moderation.html", _context(request, membership, "moderation", events=events,
-                                                        show_text=show_text))
+                                                        show_text=show_text, action=action,
+                                                        actions=MODERATION_ACTIONS, shown=MODERATION_EVENTS_SHOWN))
 
 
 # Members (owners).
