@@ -284,3 +284,14 @@ def test_no_console_page_has_inline_script_style_or_handlers(acme, client):
     for body in [client.get(url).content for url in client_pages] + [created]:
         assert not INLINE_SCRIPT.search(body), INLINE_SCRIPT.search(body)
         assert not INLINE_STYLE.search(body), INLINE_STYLE.search(body)
+
+
+def test_an_operator_invites_an_owner_in_the_admin_and_can_send_the_invitation_again(acme, admin_client):
+    response = admin_client.post("/admin/accounts/membership/add/",
+                                 {"account": acme.pk, "email": "first@acme.test", "role": OWNER})
+    assert response.status_code == 302, response.content[:500]
+    membership = Membership.objects.get(account=acme)
+    assert membership.user.email == "first@acme.test" and membership.role == OWNER
+    assert len(mail.outbox) == 1 and "http://testserver/console/set-password/" in mail.outbox[0].body
+    admin_client.post("/admin/accounts/membership/", {"action": "send_invitation", "_selected_action": [membership.pk]})
+    assert len(mail.outbox) == 2 and mail.outbox[1].to == ["first@acme.test"]
