@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.core import mail
 from django.core.management import call_command
 
@@ -78,7 +79,16 @@ def test_the_sign_in_is_throttled_per_username(acme, client, settings):
     statuses = [client.post("/console/login/", {"username": "dev@acme.test", "password": "wrong"}).status_code
                 for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
-    refused = client.post("/console/login/", {"username": "dev@acme.test", "password": PASSWORD})
+    checked = []
+    user_login_failed.connect(lambda **kw: checked.append("failed"), weak=False, dispatch_uid="t1")
+    user_logged_in.connect(lambda **kw: checked.append("in"), weak=False, dispatch_uid="t2")
+    try:
+        refused = client.post("/console/login/", {"username": "dev@acme.test", "password": PASSWORD})
+        client.post("/console/login/", {"username": "dev@acme.test", "password": "wrong"})
+    finally:
+        user_login_failed.disconnect(dispatch_uid="t1")
+        user_logged_in.disconnect(dispatch_uid="t2")
+    assert checked == []  # the password is not even checked while throttled
     assert refused.status_code == 429 and "_auth_user_id" not in client.session  # even the right password waits
     assert b"Too many sign-in attempts" in refused.content
 

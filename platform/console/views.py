@@ -120,8 +120,8 @@ class ThrottledLoginView(auth_views.LoginView):
         by_address = is_ratelimited(request, group="console-login-ip", key="ip",
                                     rate=settings.SLUICE_CONSOLE_LOGIN_RATE_IP, method="POST", increment=True)
         if by_user or by_address:
-            form = self.get_form()
-            form.errors.clear()
+            # An unbound form: the password is never checked while throttled.
+            form = self.get_form_class()(request, initial={"username": username})
             context = self.get_context_data(form=form, throttled=True)
             return self.render_to_response(context, status=429)
         return super().post(request, *args, **kwargs)
