@@ -225,7 +225,7 @@ def quotas(request, membership):
 
 def _keys_context(request, membership, **extra) -> dict:
     now = clock.now()
-    keys = list(ApiKey.objects.filter(account=membership.account).order_by("-created_at"))
+    keys = list(ApiKey.objects.filter(account=membership.account).select_related("account").order_by("-created_at"))
     for key in keys:
         key.state = key.refusal_reason(now) or ""
     return _context(request, membership, "keys", keys=keys, events=key_events_of(account=membership.account),
