@@ -70,7 +70,8 @@ def test_an_operator_invites_the_first_owner_whose_one_time_link_sets_a_password
     client.logout()
     again = client.get(path, follow=True)
     assert again.context["validlink"] is False  # used once, dead
-    assert client.login(username="boss@acme.test", password=PASSWORD)
+    signed_in = client.post("/console/login/", {"username": "boss@acme.test", "password": PASSWORD})
+    assert signed_in.status_code == 302 and client.session.get("_auth_user_id")  # the new password signs in
 
 
 def test_the_sign_in_is_throttled_per_username(acme, client, settings):
