@@ -50,6 +50,7 @@ from inference.registry import available_models
 from moderation.services import moderation_events_of
 from platform.console.forms import InviteForm, KeyCreateForm, KeyRotateForm, RoleForm, period_from
 from platform.console.invitations import invitation_email
+from platform.client_address import client_address
 
 PAGES = [  # (url name, label, permission): the navigation, in order
     ("usage", "Usage", USAGE),
@@ -106,9 +107,10 @@ def _context(request, membership: Membership, page: str | None, **extra) -> dict
 # Sign-in and passwords: Django's views, with the console's templates.
 
 class ThrottledLoginView(auth_views.LoginView):
-    """Django's login, throttled per username and per client address (django-ratelimit on the shared cache).
+    """Django's login, rate-limited per username and per client address (django-ratelimit on the shared cache).
 
-    Every POST counts, right or wrong, so a guesser gets a few tries a minute and a 429."""
+    Every POST counts, right or wrong, so a guesser gets a few tries a minute and a 429; django-axes (the
+    authentication backend) also locks a username or address out after repeated failures, as on the admin."""
 
     template_name = "console/login.html"
     redirect_authenticated_user = True
@@ -117,7 +119,7 @@ class ThrottledLoginView(auth_views.LoginView):
         username = request.POST.get("username", "").strip().lower()
         by_user = is_ratelimited(request, group="console-login-user", key=lambda group, req: username,
                                  rate=settings.SLUICE_CONSOLE_LOGIN_RATE_USER, method="POST", increment=True)
-        by_address = is_ratelimited(request, group="console-login-ip", key="ip",
+        by_address = is_ratelimited(request, group="console-login-ip", key=lambda group, req: client_address(req),
                                     rate=settings.SLUICE_CONSOLE_LOGIN_RATE_IP, method="POST", increment=True)
         if by_user or by_address:
             # An unbound form: the password is never checked while throttled.
