@@ -1,8 +1,10 @@
 from django.conf import settings
 from rest_framework import serializers
 
+from platform.strict_types import StrictJSONTypes
 
-class ModerationRequestSerializer(serializers.Serializer):
+
+class ModerationRequestSerializer(StrictJSONTypes, serializers.Serializer):
     input = serializers.JSONField()
     model = serializers.CharField(required=False, allow_blank=True)
 

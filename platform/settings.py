@@ -143,6 +143,12 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "platform.openapi.server_limits"],
+    # Names for the constant `object` fields of OpenAI's response objects.
+    "ENUM_NAME_OVERRIDES": {
+        "ListObjectEnum": ["list"], "ModelObjectEnum": ["model"], "UsageObjectEnum": ["usage"],
+        "ChatCompletionObjectEnum": ["chat.completion"], "TextCompletionObjectEnum": ["text_completion"],
+    },
 }
 
 # The model. Defaults to the packaged SmolLM2-135M-Instruct GGUF (see inference/model_files.py).
