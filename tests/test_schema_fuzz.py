@@ -25,18 +25,25 @@ from moderation.detectors import detectors_load_in_background
 
 SEED = 20261201
 MAX_EXAMPLES = 25
+SCOPELESS_EXAMPLES = 5
 
 pytestmark = [pytest.mark.schemathesis, pytest.mark.django_db]
 
 
-def _load_schema():
+def _load_schema(*, max_examples: int, coverage: bool = True):
     from platform.wsgi import application
 
-    config = schemathesis.Config.from_dict({"seed": SEED, "generation": {"mode": "all", "max-examples": MAX_EXAMPLES}})
+    config = schemathesis.Config.from_dict({
+        "seed": SEED,
+        "generation": {"mode": "all", "max-examples": max_examples},
+        "phases": {"coverage": {"enabled": coverage}},
+    })
     return schemathesis.openapi.from_wsgi("/v1/schema", application, config=config)
 
 
-schema = _load_schema()
+schema = _load_schema(max_examples=MAX_EXAMPLES)
+# A few cases per operation with a key that has no scope: the 403s (and 401s) must be as documented too.
+scopeless_schema = _load_schema(max_examples=SCOPELESS_EXAMPLES, coverage=False)
 
 
 @pytest.fixture(autouse=True)
@@ -56,24 +63,33 @@ def moderation_loaded():
     detectors_load_in_background().join()
 
 
-# The fuzz key's plaintext is fixed for the module: schemathesis builds its coverage cases, auth included,
-# when it collects the test, before any database exists; each test then stores this key for its account.
+# The keys' plaintexts are fixed for the module: schemathesis builds its coverage cases, auth included, when
+# it collects the test, before any database exists; each test then stores these keys for its account.
 FUZZ_KEY = key_generate()
+TARGET_KEY = key_generate()  # the key that valid cases of /v1/keys/{id}... act on (never the fuzz key itself)
 
 
-@pytest.fixture
-def fuzz_key(db, monkeypatch):
-    """A key with every scope on an account whose limits are the largest a key may ask for, so that a run is
-    not a wall of 429s and every limit a valid request sets is within the account's."""
-    account = account_get_or_create(name="schemathesis")
+def _account_with_keys(name: str, *, scopes: list[str]) -> str:
+    """An account whose limits are the largest a key may ask for (no wall of 429s; any limit a valid request
+    sets is within the account's), its key with these scopes, and a target key. Returns the key."""
+    account = account_get_or_create(name=name)
     account.requests_per_minute = 2**31 - 1
     account.tokens_per_minute = 2**31 - 1
     account.save()
-    with monkeypatch.context() as patched:
-        patched.setattr("accounts.services.key_generate", lambda: FUZZ_KEY)
-        return key_create(account=account, name="fuzz", scopes=list(ALL_SCOPES)).plaintext
+    created = []
+    for generated, key_name, key_scopes in ((FUZZ_KEY, "fuzz", scopes), (TARGET_KEY, "target", list(ALL_SCOPES))):
+        with pytest.MonkeyPatch.context() as patched:
+            patched.setattr("accounts.services.key_generate", lambda generated=generated: generated)
+            created.append(key_create(account=account, name=key_name, scopes=key_scopes).plaintext)
+    return created[0]
 
 
+@pytest.fixture
+def fuzz_key(db):
+    return _account_with_keys("schemathesis", scopes=list(ALL_SCOPES))
+
+
+@scopeless_schema.auth(refresh_interval=None)
 @schema.auth(refresh_interval=None)
 class FuzzKeyAuth:
     """The fuzz key on every case, except those whose point is a missing or wrong Authorization header
@@ -116,6 +132,13 @@ def _min_tokens_within_max_tokens(case) -> None:
     body["min_tokens"] = min(body["min_tokens"], limit)
 
 
+def _valid_ids_name_real_objects(case) -> None:
+    """Valid cases of the detail operations act on a key or model that exists (random ids are only 404s);
+    invalid cases keep theirs."""
+    if case.path_parameters and "id" in case.path_parameters and case.meta and case.meta.generation.mode.is_positive:
+        case.path_parameters["id"] = available_models()[0] if case.path.startswith("/v1/models") else TARGET_KEY[1]
+
+
 def _known_elsewhere(case) -> str | None:
     """KNOWN cases of issue 13 fixed on the h13-input branch; remove each after that merge.
     Returns why the case is skipped, or None."""
@@ -136,4 +159,22 @@ def test_the_api_answers_as_its_schema_says(case, fuzz_key):
         _usage_dates_within_a_month(case.query)
     if case.path in ("/v1/chat/completions", "/v1/completions"):
         _min_tokens_within_max_tokens(case)
+    _valid_ids_name_real_objects(case)
     case.call_and_validate()
+
+
+@pytest.fixture
+def scopeless_key(db):
+    return _account_with_keys("schemathesis without scopes", scopes=[])
+
+
+UNSCOPED = {"/healthz", "/readyz", "/v1/models", "/v1/models/{id}"}  # open, or open to any key
+
+
+@scopeless_schema.parametrize()
+@settings(max_examples=SCOPELESS_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+def test_a_key_without_the_scope_is_refused_as_the_schema_says(case, scopeless_key):
+    _valid_ids_name_real_objects(case)
+    response = case.call_and_validate()
+    if case.path not in UNSCOPED:
+        assert response.status_code in (401, 403), response.text
