@@ -32,8 +32,8 @@ class StringOrListField(serializers.Field):
 
 @extend_schema_field({"oneOf": [
     {"type": "string"},
-    {"type": "array", "items": {"type": "object", "required": ["type", "text"],
-                                "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}}},
+    {"type": "array", "items": {"type": "object", "required": ["type", "text"], "properties": {
+        "type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}}},
 ]})
 class MessageContentField(serializers.Field):
     """A message's content: a string, or a list of ``{"type": "text", "text": ...}`` parts."""

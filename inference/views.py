@@ -160,7 +160,8 @@ class ModelViewSet(MeteredViewMixin, viewsets.ViewSet):
         allowed = getattr(key, "allowed_models", None)
         return [model for model in available_models() if not allowed or model in allowed]
 
-    @extend_schema(operation_id="v1_models_list", responses={200: openapi.ModelListSerializer, **error_responses(*KEYED)})
+    @extend_schema(operation_id="v1_models_list",
+                   responses={200: openapi.ModelListSerializer, **error_responses(*KEYED)})
     def list(self, request):
         return Response({"object": "list", "data": [self._model_object(m) for m in self._models_for(request.auth)]})
 

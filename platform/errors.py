@@ -160,7 +160,8 @@ WITH_BODY = (400, 413, 415)  # and one that sends a JSON body
 
 def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
     """``extend_schema(responses=...)`` entries for these error statuses, each with the one error body."""
-    return {code: OpenApiResponse(ErrorSerializer, description=ERROR_STATUSES[code]) for code in sorted(set(statuses))}
+    return {code: OpenApiResponse(ErrorSerializer, description=ERROR_STATUSES[code])
+            for code in sorted(set(statuses))}
 
 RETRY_AFTER = OpenApiParameter("Retry-After", str, location=OpenApiParameter.HEADER, response=[429, 503],
                                description="Seconds to wait before retrying.")

@@ -19,6 +19,7 @@ from inference.registry import available_models
 from inference.serializers import TaskTextField
 
 NO_NUL = r"^[^\x00]*$"
+NOT_BLANK = r"\S"  # JSON Schema patterns search: somewhere a character that is not whitespace
 NOT_EMPTY_NO_NUL = r"^[^\x00]+$"
 NOT_BLANK_NO_NUL = r"^[^\x00]*[^\s\x00][^\x00]*$"  # something besides whitespace, and no NUL
 
@@ -43,9 +44,10 @@ class NonBlankCharFieldExtension(OpenApiSerializerFieldExtension):
         return schema
 
 
-def _texts(*, max_items: int) -> dict:
-    """A string or a non-empty list of strings, none blank (``input`` of sentiment and moderation)."""
-    text = {"type": "string", "pattern": NOT_BLANK_NO_NUL}
+def _texts(*, max_items: int, nul_refused: bool) -> dict:
+    """A string or a non-empty list of strings, none blank (``input`` of sentiment and moderation; sentiment
+    checks each as a CharField, which refuses NUL)."""
+    text = {"type": "string", "pattern": NOT_BLANK_NO_NUL if nul_refused else NOT_BLANK}
     return {"oneOf": [text, {"type": "array", "items": text, "minItems": 1, "maxItems": max_items}]}
 
 
@@ -76,10 +78,10 @@ def server_limits(result, generator, request, public):
         "ChatCompletionRequest": _generation_limits(),
         "CompletionRequest": _generation_limits(),
         "GenerateRequest": {"max_tokens": {"maximum": settings.SLUICE_MAX_NEW_TOKENS}},
-        "SentimentRequest": {**_task_limits(), "input": _texts(max_items=max_items)},
+        "SentimentRequest": {**_task_limits(), "input": _texts(max_items=max_items, nul_refused=True)},
         "QAPairRequest": _task_limits(),
         "QABatchRequest": {**_task_limits(), "input": {"minItems": 1, "maxItems": max_items}},
-        "ModerationRequest": {"input": _texts(max_items=settings.SLUICE_MODERATION_MAX_INPUTS)},
+        "ModerationRequest": {"input": _texts(max_items=settings.SLUICE_MODERATION_MAX_INPUTS, nul_refused=False)},
     }
     for operations in result.get("paths", {}).values():
         for operation in operations.values():

@@ -24,7 +24,8 @@ def _resolve(openapi, schema):
 
 
 def _json_response(openapi, path, method, status):
-    return _resolve(openapi, openapi["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"])
+    content = openapi["paths"][path][method]["responses"][status]["content"]
+    return _resolve(openapi, content["application/json"]["schema"])
 
 
 def test_the_schema_says_the_key_list_is_an_object_holding_the_list(openapi, api):
