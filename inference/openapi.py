@@ -109,20 +109,20 @@ class QAResponseSerializer(serializers.Serializer):
     usage = UsageSerializer()
 
 
-class QABatchRequestSerializer(StrictJSONTypes, serializers.Serializer):
+class QABatchSerializer(StrictJSONTypes, serializers.Serializer):
     input = QuestionContextSerializer(many=True, allow_empty=False)
     model = serializers.CharField(required=False)
 
 
-class QAPairRequestSerializer(StrictJSONTypes, serializers.Serializer):
+class QAPairSerializer(StrictJSONTypes, serializers.Serializer):
     question = TaskTextField(max_length=2000)
     context = TaskTextField()
     model = serializers.CharField(required=False)
 
 
 QA_REQUEST = PolymorphicProxySerializer(
-    component_name="QARequest",
-    serializers=[QAPairRequestSerializer, QABatchRequestSerializer],
+    component_name="QA",
+    serializers=[QAPairSerializer, QABatchSerializer],
     resource_type_field_name=None,
 )
 

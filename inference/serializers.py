@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from platform.strict_types import StrictJSONTypes
@@ -105,6 +105,7 @@ class GenerationOptionsSerializer(StrictJSONTypes, serializers.Serializer):
         return _within_new_token_limit(value)
 
 
+@extend_schema_serializer(component_name="ChatCompletion")  # its request component: ChatCompletionRequest
 class ChatCompletionRequestSerializer(GenerationOptionsSerializer):
     messages = MessageSerializer(many=True, allow_empty=False)
     max_completion_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
@@ -113,10 +114,12 @@ class ChatCompletionRequestSerializer(GenerationOptionsSerializer):
         return _within_new_token_limit(value)
 
 
+@extend_schema_serializer(component_name="Completion")  # its request component: CompletionRequest
 class CompletionRequestSerializer(GenerationOptionsSerializer):
     prompt = StringOrListField(max_items=1)
 
 
+@extend_schema_serializer(component_name="Generate")  # its request component: GenerateRequest
 class GenerateRequestSerializer(StrictJSONTypes, serializers.Serializer):
     """The original Flask example's contract: ``{"text": ...}`` in, ``{"text": ...}`` out."""
 
@@ -149,6 +152,7 @@ def _check_item_count(items: list) -> list:
     return items
 
 
+@extend_schema_serializer(component_name="Sentiment")  # its request component: SentimentRequest
 class SentimentRequestSerializer(StrictJSONTypes, serializers.Serializer):
     """``input``: a string or a list of strings."""
 

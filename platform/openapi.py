@@ -70,6 +70,14 @@ def _task_limits() -> dict[str, dict]:
     return {"model": {"enum": local, "description": "The local model, the one tasks run on."}}
 
 
+def _every_alternative_requires_something(body: dict, components: dict) -> bool:
+    schema = body.get("content", {}).get("application/json", {}).get("schema", {})
+    name = schema.get("$ref", "").rsplit("/", 1)[-1]
+    alternatives = components.get(name, {}).get("oneOf", [])
+    resolved = [components.get(ref.get("$ref", "").rsplit("/", 1)[-1], {}) for ref in alternatives]
+    return bool(resolved) and all(alternative.get("required") for alternative in resolved)
+
+
 def server_limits(result, generator, request, public):
     """drf-spectacular postprocessing hook: this server's limits on the request components."""
     components = result.get("components", {}).get("schemas", {})
@@ -88,6 +96,9 @@ def server_limits(result, generator, request, public):
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "query" and not parameter.get("required"):
                     parameter["allowEmptyValue"] = True  # DRF reads `?start_date=` as absent
+            body = operation.get("requestBody")
+            if body and _every_alternative_requires_something(body, components):
+                body["required"] = True  # drf-spectacular cannot tell for a oneOf (/v1/qa): no body is a 400
     for name, fields in per_component.items():
         properties = components.get(name, {}).get("properties", {})
         for field, constraints in fields.items():

@@ -15,7 +15,7 @@ import schemathesis
 from django.conf import settings as settings_
 from django.core import signals
 from django.db import close_old_connections
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, seed, settings
 
 from accounts.models import ALL_SCOPES
 from accounts.keys import key_generate
@@ -151,6 +151,7 @@ def _known_elsewhere(case) -> str | None:
 
 
 @schema.parametrize()
+@seed(SEED)
 @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 def test_the_api_answers_as_its_schema_says(case, fuzz_key):
     if _known_elsewhere(case):
@@ -172,6 +173,7 @@ UNSCOPED = {"/healthz", "/readyz", "/v1/models", "/v1/models/{id}"}  # open, or 
 
 
 @scopeless_schema.parametrize()
+@seed(SEED)
 @settings(max_examples=SCOPELESS_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 def test_a_key_without_the_scope_is_refused_as_the_schema_says(case, scopeless_key):
     _valid_ids_name_real_objects(case)
