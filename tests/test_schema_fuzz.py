@@ -17,8 +17,8 @@ from django.core import signals
 from django.db import close_old_connections
 from hypothesis import HealthCheck, seed, settings
 
-from accounts.models import ALL_SCOPES
 from accounts.keys import key_generate
+from accounts.models import ALL_SCOPES
 from accounts.services import account_get_or_create, key_create
 from inference.registry import available_models
 from moderation.detectors import detectors_load_in_background
