@@ -148,6 +148,15 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    # Request bodies get their own components (`...Request`): input rules (no NUL, not blank) and no read-only
+    # fields there, the answers' shapes as they are.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "platform.openapi.server_limits"],
+    # Names for the constant `object` fields of OpenAI's response objects.
+    "ENUM_NAME_OVERRIDES": {
+        "ListObjectEnum": ["list"], "ModelObjectEnum": ["model"], "UsageObjectEnum": ["usage"],
+        "ChatCompletionObjectEnum": ["chat.completion"], "TextCompletionObjectEnum": ["text_completion"],
+    },
 }
 
 # The model. Defaults to the packaged SmolLM2-135M-Instruct GGUF (see inference/model_files.py).
