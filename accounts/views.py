@@ -28,7 +28,9 @@ from accounts.services import (
 from platform.errors import KEYED, RETRY_AFTER, WITH_BODY, error_responses
 
 
-KEY_ID = OpenApiParameter("id", str, OpenApiParameter.PATH, description="The key's id (`id` in its object).")
+KEY_ID_PATTERN = "[0-9A-Za-z]+"  # base62: anything else is a 404 without a query (a NUL was a 500 on PostgreSQL)
+KEY_ID = OpenApiParameter("id", str, OpenApiParameter.PATH, description="The key's id (`id` in its object).",
+                          pattern=f"^{KEY_ID_PATTERN}$")
 
 
 @extend_schema_view(
@@ -56,8 +58,7 @@ class ApiKeyViewSet(
     serializer_class = ApiKeySerializer
     lookup_field = "lookup_id"
     lookup_url_kwarg = "pk"
-    # Ids are base62: anything else is a 404 without a query (a NUL in the path was a 500 on PostgreSQL).
-    lookup_value_regex = "[0-9A-Za-z]+"
+    lookup_value_regex = KEY_ID_PATTERN
     http_method_names = ["get", "post", "patch", "head", "options"]
 
     def get_queryset(self):
