@@ -61,9 +61,12 @@ def test_an_owner_signs_in_creates_and_copies_a_key_and_its_request_shows_on_the
     WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith("/usage/"))
 
     driver.find_element(By.LINK_TEXT, "Keys").click()
+    # A click that navigates returns before the next page is there: wait for what is looked up next.
+    WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.NAME, "name"))
     driver.find_element(By.NAME, "name").send_keys("ci")
     driver.find_element(By.CSS_SELECTOR, "#create-key button[type=submit]").click()
-    target = driver.find_element(By.ID, driver.find_element(By.ID, "copy-key").get_attribute("data-copy-target"))
+    copy = WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "copy-key"))[0]
+    target = driver.find_element(By.ID, copy.get_attribute("data-copy-target"))
     plaintext = target.get_attribute("value")
     assert plaintext.startswith("sk-sluice-")
     driver.execute_cdp_cmd("Browser.grantPermissions", {
@@ -82,7 +85,8 @@ def test_an_owner_signs_in_creates_and_copies_a_key_and_its_request_shows_on_the
     assert plaintext not in driver.page_source  # shown once, never again
     driver.find_element(By.LINK_TEXT, "Usage").click()
     lookup_id = plaintext[len("sk-sluice-"):][:12]
-    row = driver.find_element(By.CSS_SELECTOR, f"#usage-by-key tr[data-key='{lookup_id}']")
+    row = WebDriverWait(driver, 20).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, f"#usage-by-key tr[data-key='{lookup_id}']"))[0]
     assert row.find_element(By.CSS_SELECTOR, "[data-col=requests]").text == "1"
     assert row.find_element(By.CSS_SELECTOR, "[data-col=prompt_tokens]").text == f"{reply.usage.prompt_tokens:,}"
     assert row.find_element(By.CSS_SELECTOR, "[data-col=completion_tokens]").text == str(reply.usage.completion_tokens)
@@ -106,6 +110,7 @@ def test_a_developer_sees_a_playground_reply_arrive_in_pieces_with_its_usage(sit
     set_password(driver, links["developer"])
     WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith("/usage/"))
     driver.find_element(By.LINK_TEXT, "Playground").click()
+    WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "pg-conversation"))
     # Record the reply's text each time the page changes it (a MutationObserver: no timed polling).
     driver.execute_script("""
       window.seen = [];
