@@ -12,6 +12,7 @@ from django.conf import settings
 from accounts.models import ApiKey
 from accounts.services import AccessRefused, key_check_access, request_admit, request_settle
 from inference.engine import Engine, get_engine
+from inference.prompted_tasks import prompted_qa_run, prompted_sentiment_run
 from inference.services import moderation_scorer
 from inference.task_models import dedicated_pipeline, pipeline_qa, pipeline_sentiment
 from moderation.models import BLOCK
@@ -72,7 +73,11 @@ def _body(engine: Engine, data: list[dict], tokens: int) -> dict:
             "usage": {"prompt_tokens": tokens, "completion_tokens": 0, "total_tokens": tokens}}
 
 
-def sentiment_run(*, key: ApiKey, request_id: str, texts: list[str]) -> tuple[dict, dict[str, str]]:
+def sentiment_run(*, key: ApiKey, request_id: str, texts: list[str], model: str | None = None
+                  ) -> tuple[dict, dict[str, str]]:
+    if model is not None:  # a named generator: the task by prompting it (an unknown name is a 400 there)
+        return prompted_sentiment_run(key=key, request_id=request_id, texts=texts, model=model,
+                                      endpoint=ENDPOINT_SENTIMENT)
     engine = get_engine()  # the local model: tasks score with its forward passes
     _check_access(key, engine, ENDPOINT_SENTIMENT)
     tokens = sum(_check_length(engine, text, param=f"input[{i}]") for i, text in enumerate(texts))
@@ -87,7 +92,10 @@ def sentiment_run(*, key: ApiKey, request_id: str, texts: list[str]) -> tuple[di
     return _body(engine, data, tokens), admission.headers
 
 
-def qa_run(*, key: ApiKey, request_id: str, pairs: list[tuple[str, str]]) -> tuple[dict, dict[str, str]]:
+def qa_run(*, key: ApiKey, request_id: str, pairs: list[tuple[str, str]], model: str | None = None
+           ) -> tuple[dict, dict[str, str]]:
+    if model is not None:  # a named generator: the task by prompting it (an unknown name is a 400 there)
+        return prompted_qa_run(key=key, request_id=request_id, pairs=pairs, model=model, endpoint=ENDPOINT_QA)
     engine = get_engine()  # the local model: tasks score with its forward passes
     _check_access(key, engine, ENDPOINT_QA)
     tokens = sum(_check_length(engine, question + "\n" + context_text, param=f"input[{i}].context")

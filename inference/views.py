@@ -104,7 +104,8 @@ class SentimentViewSet(TaskViewSet):
         serializer = serializers.SentimentRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         body, headers = task_services.sentiment_run(
-            key=request.auth, request_id=request.request_id, texts=serializer.validated_data["input"]
+            key=request.auth, request_id=request.request_id, texts=serializer.validated_data["input"],
+            model=serializer.validated_data.get("model"),
         )
         return Response(body, headers=headers)
 
@@ -119,7 +120,8 @@ class QuestionAnsweringViewSet(TaskViewSet):
         serializer = serializers.QARequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         body, headers = task_services.qa_run(
-            key=request.auth, request_id=request.request_id, pairs=serializer.validated_data["pairs"]
+            key=request.auth, request_id=request.request_id, pairs=serializer.validated_data["pairs"],
+            model=serializer.validated_data.get("model"),
         )
         return Response(body, headers=headers)
 
