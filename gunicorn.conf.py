@@ -31,6 +31,15 @@ keepalive = 5
 accesslog = os.environ.get("SLUICE_ACCESS_LOG", "-") or None  # empty: no access log
 wsgi_app = "platform.wsgi:application"
 
+# Gunicorn's own refusals (414, 431, 400) answer in the API's JSON error format, a request whose body is left
+# unread (over SLUICE_MAX_BODY_BYTES: 413; chunked) says Connection: close, and one within the limit that the
+# application did not read is read to its end, so keep-alive holds. See platform/gunicorn_http.py.
+from platform import gunicorn_http  # noqa: E402
+
+gunicorn_http.install()
+pre_request = gunicorn_http.close_when_body_is_left_unread
+post_request = gunicorn_http.read_what_is_left_of_the_body
+
 # Prometheus: each worker counts in files under this directory and any worker's /metrics adds them all up
 # (prometheus_client's multiprocess mode). Unset: a fresh directory for this server, removed when it stops.
 # Two servers on one host need two directories.
@@ -62,6 +71,7 @@ def on_exit(server):
 def post_worker_init(worker):
     # Load the model and the moderation detectors in the background as soon as the worker is up, so
     # /readyz turns true without a first request paying for it; earlier requests wait for the same load.
+    from accounts.sweeper import sweeper_start
     from inference.engine import warm_up_in_background
     from inference.metrics import sampler_start
     from inference.registry import remote_engines_start
@@ -69,3 +79,4 @@ def post_worker_init(worker):
     remote_engines_start()  # remote models: clients, probes, tokenizers, before requests and the warm-up thread
     warm_up_in_background()
     sampler_start()  # this worker's engine queue and batch figures, for whichever worker answers /metrics
+    sweeper_start()  # heartbeats this worker's reservations, settles those dead workers left behind

@@ -5,14 +5,15 @@ Requests are counted with django-ratelimit's core (``get_usage``: an atomic ``ca
 same window arithmetic: a request adds prompt tokens + max_tokens when admitted and gives back what it did
 not use when it ends.
 
-When the cache (Redis) is unreachable, limits fail open: the request is served without rate limiting and a
-warning is logged. Token quotas live in the database and still hold, so an outage can cost smoothness, never
-money; refusing every request because a cache is down would turn a Redis blip into a full outage.
+When the cache (Redis) is unreachable, limits fail open: the request is served without rate limiting. Token
+quotas live in the database and still hold, so an outage can cost smoothness, never money; refusing every
+request because a cache is down would turn a Redis blip into a full outage. Every cache call goes through one
+circuit breaker (accounts/cache_breaker.py), so a sick cache costs one timeout and one warning per outage,
+not three timeouts and two warnings per request.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import zlib
 from dataclasses import dataclass
@@ -21,9 +22,8 @@ from django.core.cache import cache
 from django_ratelimit import core as ratelimit
 
 from accounts import clock
+from accounts.cache_breaker import rate_limit_cache
 from accounts.models import ApiKey
-
-logger = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
 REQUESTS_GROUP = "sluice.requests"
@@ -49,13 +49,12 @@ def _window(key: ApiKey) -> tuple[int, int]:
 def requests_count(*, key: ApiKey, request) -> LimitState | None:
     """Count this request against the key's requests-per-minute. None when the cache is down."""
     rate = f"{key.effective_requests_per_minute()}/m"
-    try:
-        usage = ratelimit.get_usage(
+    usage = rate_limit_cache.call(
+        lambda: ratelimit.get_usage(
             request, group=REQUESTS_GROUP, key=lambda group, req: key.lookup_id, rate=rate, increment=True
-        )
-    except Exception:
-        logger.warning("Rate-limit cache unavailable; serving key %s without a requests limit", key.lookup_id)
-        return None
+        ),
+        fallback=None,
+    )
     if usage is None:
         return None
     limit = usage["limit"]
@@ -81,15 +80,19 @@ def tokens_reserve(*, key: ApiKey, tokens: int) -> tuple[LimitState | None, int 
     window, reset = _window(key)
     reset = max(1, reset)
     cache_key = _tokens_key(key, window)
-    try:
+
+    def reserve() -> int:
         cache.add(cache_key, 0, WINDOW_SECONDS + 5)
         total = cache.incr(cache_key, tokens)
         if total > limit:
             cache.decr(cache_key, tokens)
-            return LimitState(limit, max(0, limit - (total - tokens)), reset, exceeded=True), None
-    except Exception:
-        logger.warning("Rate-limit cache unavailable; serving key %s without a tokens limit", key.lookup_id)
+        return total
+
+    total = rate_limit_cache.call(reserve, fallback=None)
+    if total is None:
         return None, None
+    if total > limit:
+        return LimitState(limit, max(0, limit - (total - tokens)), reset, exceeded=True), None
     return LimitState(limit, max(0, limit - total), reset), window
 
 
@@ -97,9 +100,8 @@ def tokens_peek(*, key: ApiKey) -> LimitState | None:
     """This minute's token budget without changing it (for responses that reserve nothing)."""
     limit = key.effective_tokens_per_minute()
     window, reset = _window(key)
-    try:
-        used = cache.get(_tokens_key(key, window), 0)
-    except Exception:
+    used = rate_limit_cache.call(lambda: cache.get(_tokens_key(key, window), 0), fallback=None)
+    if used is None:
         return None
     return LimitState(limit, max(0, limit - used), max(1, reset))
 
@@ -111,10 +113,7 @@ def tokens_release(*, key: ApiKey, window: int | None, tokens: int) -> None:
     current, _ = _window(key)
     if current != window:
         return
-    try:
-        cache.decr(_tokens_key(key, window), tokens)
-    except Exception:
-        logger.warning("Rate-limit cache unavailable; could not release %s tokens", tokens)
+    rate_limit_cache.call(lambda: cache.decr(_tokens_key(key, window), tokens), fallback=None)
 
 
 def limit_headers(*, requests: LimitState | None, tokens: LimitState | None) -> dict[str, str]:

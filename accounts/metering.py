@@ -5,6 +5,7 @@ from __future__ import annotations
 from accounts import limits
 from accounts.models import ApiKey
 from accounts.services import usage_record_refused
+from platform.errors import DATABASE_UNAVAILABLE_CODE
 
 
 class MeteredViewMixin:
@@ -29,6 +30,9 @@ class MeteredViewMixin:
             data = getattr(response, "data", None)
             if isinstance(data, dict) and isinstance(data.get("error"), dict):
                 error_code = data["error"].get("code") or data["error"].get("type") or ""
+            if error_code == DATABASE_UNAVAILABLE_CODE:  # nothing can be written; nothing was charged
+                add_limit_headers(response, key=key, request=django_request)
+                return response
             usage_record_refused(
                 key=key,
                 request_id=django_request.request_id,

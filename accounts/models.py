@@ -51,6 +51,9 @@ class ApiKey(models.Model):
     tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
     daily_token_quota = models.PositiveBigIntegerField(null=True, blank=True)
     monthly_token_quota = models.PositiveBigIntegerField(null=True, blank=True)
+    # Set when the key is rotated: a key is replaced once (a second rotation within its grace is refused).
+    replaced_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                    editable=False)
 
     class Meta:
         indexes = [models.Index(fields=["account", "created_at"])]
@@ -105,6 +108,10 @@ class UsageRecord(models.Model):
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     settled_at = models.DateTimeField(null=True, blank=True)
+    # While pending: the process serving it (host:pid:start) and when that process last said it still runs;
+    # the sweep settles a reservation whose owner stopped saying so (accounts/reservations.py).
+    owner = models.CharField(max_length=160, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+from datetime import date, timedelta
+
 from rest_framework import serializers
 
+from accounts import clock
 from accounts.models import ALL_SCOPES, ApiKey
+from accounts.reports import API_MAX_DAYS
 from accounts.services import KEY_LIMIT_FIELDS, key_limits_check
 
 
@@ -49,10 +53,20 @@ class RotateSerializer(serializers.Serializer):
 
 
 class UsageQuerySerializer(serializers.Serializer):
+    """Inclusive UTC dates, at most ``API_MAX_DAYS`` days; by default the last ``API_MAX_DAYS`` days to today."""
+
     start_date = serializers.DateField(required=False)
     end_date = serializers.DateField(required=False)
 
     def validate(self, attrs):
-        if attrs.get("start_date") and attrs.get("end_date") and attrs["start_date"] > attrs["end_date"]:
-            raise serializers.ValidationError({"start_date": "Must not be after end_date."})
-        return attrs
+        until = attrs.get("end_date") or clock.now().date()
+        span = timedelta(days=API_MAX_DAYS - 1)
+        since = attrs.get("start_date") or (until - span if until - date.min >= span else date.min)
+        if since > until:
+            raise serializers.ValidationError({"start_date": f"Must not be after end_date ({until})."})
+        if (until - since).days >= API_MAX_DAYS:
+            raise serializers.ValidationError(
+                {"start_date": f"The range is {(until - since).days + 1} days; at most {API_MAX_DAYS} are reported "
+                 "per request (end_date defaults to today)."}
+            )
+        return {"start_date": since, "end_date": until}

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import Q
 
-from accounts import clock, limits
+from accounts import clock, limits, reservations
 from accounts.key_cache import key_cache_forget, key_cache_get, key_cache_put
 from accounts.keys import hashes_match, key_generate, key_parse
 from accounts.models import ALL_SCOPES, Account, ApiKey, UsageRecord
@@ -90,16 +91,20 @@ def usage_settle(
     status_code: int,
     finish_reason: str = "",
     error_code: str = "",
+    only_if: Q | None = None,
 ) -> bool:
     """Close a usage row with what was really used and settle its quota reservation, in one transaction.
 
     Settling twice changes nothing (the row's state guards it); returns whether this call settled it.
+    ``only_if`` adds a condition to that one UPDATE (the sweep's: the owner's heartbeat is still stale).
     """
     now = clock.now()
-    latency_ms = max(0, int((now - record.created_at).total_seconds() * 1000))
+    # Capped to the column (a row swept weeks after it opened would overflow it on PostgreSQL).
+    latency_ms = min(2**31 - 1, max(0, int((now - record.created_at).total_seconds() * 1000)))
     charged = min(record.reserved_tokens, prompt_tokens + completion_tokens) if record.reserved_tokens else 0
     with transaction.atomic():
-        updated = UsageRecord.objects.filter(pk=record.pk, state=UsageRecord.PENDING).update(
+        rows = UsageRecord.objects.filter(pk=record.pk, state=UsageRecord.PENDING)
+        updated = (rows.filter(only_if) if only_if is not None else rows).update(
             state=UsageRecord.SETTLED,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
@@ -149,7 +154,7 @@ def key_check_access(*, key: ApiKey, model: str, endpoint: str) -> None:
         raise AccessRefused(f"This API key may not use the '{endpoint}' endpoint.")
 
 
-@dataclass
+@dataclass(eq=False)  # compared and tracked by identity (accounts/reservations.py)
 class Admission:
     """An admitted request: its open usage row, its tokens-per-minute reservation, the headers to send."""
 
@@ -207,6 +212,8 @@ def request_admit(
                 reserved_tokens=reserve,
                 quota_counter_ids=counter_ids,
                 created_at=now,
+                owner=reservations.owner_id(),
+                heartbeat_at=now,
             )
     except QuotaExceeded as exceeded:
         limits.tokens_release(key=key, window=window, tokens=reserve)
@@ -217,7 +224,9 @@ def request_admit(
             code="insufficient_quota",
             headers={**headers, "x-should-retry": "false"},
         ) from None
-    return Admission(record=record, headers=headers, tokens_window=window)
+    admission = Admission(record=record, headers=headers, tokens_window=window)
+    reservations.reservation_track(admission)
+    return admission
 
 
 def request_settle(
@@ -231,14 +240,19 @@ def request_settle(
 ) -> None:
     """Charge what was really used and give back the rest of the reservation (quotas and tokens/minute)."""
     record = admission.record
-    settled = usage_settle(
-        record=record,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        status_code=status_code,
-        finish_reason=finish_reason,
-        error_code=error_code,
-    )
+    try:
+        settled = usage_settle(
+            record=record,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            status_code=status_code,
+            finish_reason=finish_reason,
+            error_code=error_code,
+        )
+    finally:
+        # Settled, or not writable (the database is down): either way no longer ours to keep alive, so an
+        # unwritten settlement is left to the sweep once its heartbeat is stale.
+        reservations.reservation_done(admission)
     if settled:
         unused = record.reserved_tokens - min(record.reserved_tokens, prompt_tokens + completion_tokens)
         limits.tokens_release(key=record.api_key, window=admission.tokens_window, tokens=unused)
@@ -265,8 +279,66 @@ def key_revoke(*, key: ApiKey) -> ApiKey:
     return key
 
 
+# What a key hands on to a key it creates when the request does not say, and what it may not exceed.
+KEY_GRANTED_FIELDS = ("scopes", "allowed_models", "allowed_endpoints", *KEY_LIMIT_FIELDS, "expires_at")
+
+
+def _grant_refused(field_name: str, message: str) -> ApiError:
+    return ApiError(message, status_code=403, type="permission_error", code="permission_denied", param=field_name)
+
+
+def key_granted_settings(key: ApiKey) -> dict:
+    """A key's own grantable settings: what a key it creates inherits unless the request lowers them."""
+    return {field_name: getattr(key, field_name) for field_name in KEY_GRANTED_FIELDS}
+
+
+def key_grant_check(*, grantor: ApiKey, requested: dict) -> None:
+    """A key may give (create, change, rotate) only what it holds itself: scopes among its own, models and
+    endpoints among its own when it has a list (never every one), limits at most its own when it has its own,
+    and an expiry no later than its own. Raises a 403 naming the first setting that is stronger."""
+    for field_name, value in requested.items():
+        own = getattr(grantor, field_name)
+        if field_name == "scopes":
+            extra = sorted(set(value) - set(own))
+            if extra:
+                raise _grant_refused(field_name, f"This key cannot grant the scope '{extra[0]}', which it lacks.")
+        elif field_name in ("allowed_models", "allowed_endpoints"):
+            if own and (not value or set(value) - set(own)):
+                raise _grant_refused(field_name, f"This key is limited to {field_name} {sorted(own)} and cannot "
+                                                 "grant others (an empty list would allow every one).")
+        elif field_name in KEY_LIMIT_FIELDS:
+            if own is not None and (value is None or value > own):
+                raise _grant_refused(field_name, f"This key's own {field_name} is {own}; it cannot grant more.")
+        elif field_name == "expires_at":
+            if own is not None and (value is None or value > own):
+                raise _grant_refused(field_name, f"This key expires at {own.isoformat()}; it cannot grant a key "
+                                                 "that outlives it.")
+
+
+def _state_conflict(code: str, message: str) -> ApiError:
+    """The key's state forbids the change (expired, suspended, already rotated): a 409, ``code`` says which."""
+    return ApiError(message, status_code=409, code=code)
+
+
+def key_expiry_change_check(*, key: ApiKey) -> None:
+    """An expired key stays expired, and a rotated key keeps the end of its grace: create or rotate instead."""
+    if key.expires_at is not None and key.expires_at <= clock.now():
+        raise _state_conflict("key_expired", "This key has expired; its expiry cannot be changed. Create a new key.")
+    if key.replaced_by_id is not None:
+        raise _state_conflict("key_already_rotated", "This key was rotated; it expires at the end of its grace "
+                                                     "period. Use the key that replaced it.")
+
+
 def key_rotate(*, key: ApiKey, grace_seconds: int) -> CreatedKey:
-    """A new key with the same settings; the old one keeps working for ``grace_seconds``, then expires."""
+    """A new key with the same settings; the old one keeps working for ``grace_seconds``, then expires.
+
+    A key is rotated once: an expired or suspended key cannot be (its successor would be an already-expired
+    key, or a way around the suspension), and a second rotation of the same key is refused, so one old key
+    never has two live successors. Raises a 409."""
+    if key.expires_at is not None and key.expires_at <= clock.now():
+        raise _state_conflict("key_expired", "This key has expired and cannot be rotated. Create a new key.")
+    if key.suspended_at is not None:
+        raise _state_conflict("key_suspended", "This key is suspended and cannot be rotated.")
     with transaction.atomic():
         created = key_create(
             account=key.account,
@@ -280,6 +352,11 @@ def key_rotate(*, key: ApiKey, grace_seconds: int) -> CreatedKey:
         for field_name in KEY_LIMIT_FIELDS:
             setattr(new, field_name, getattr(key, field_name))
         new.save()
+        if not ApiKey.objects.filter(pk=key.pk, replaced_by__isnull=True).update(replaced_by=new):
+            # A concurrent rotation won; raising leaves the transaction, which drops the key made here.
+            successor = ApiKey.objects.filter(pk=key.pk).values_list("replaced_by__lookup_id", flat=True).first()
+            raise _state_conflict("key_already_rotated", f"This key was already rotated (to key {successor}); "
+                                                         "rotate that key instead.")
         grace_end = clock.now() + timedelta(seconds=grace_seconds)
         if key.expires_at is None or key.expires_at > grace_end:
             ApiKey.objects.filter(pk=key.pk).update(expires_at=grace_end)
@@ -291,11 +368,13 @@ def stale_reservations_settle(*, older_than: timedelta) -> int:
     """Settle usage rows left pending by a killed worker: charge the prompt, refund the rest.
 
     What the dead worker generated is unknown, so the customer gets the benefit of the doubt. Safe to run
-    at any time and concurrently: each row is settled once, by a conditional UPDATE.
+    at any time and concurrently: each row is settled once, by a conditional UPDATE. A row whose owner
+    heartbeated within ``older_than`` is a request still running, however old, and is left alone.
     """
     cutoff = clock.now() - older_than
+    stale = Q(created_at__lt=cutoff) & (Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=cutoff))
     settled = 0
-    for record in UsageRecord.objects.filter(state=UsageRecord.PENDING, created_at__lt=cutoff).select_related("api_key"):
+    for record in UsageRecord.objects.filter(stale, state=UsageRecord.PENDING):
         settled += usage_settle(
             record=record,
             prompt_tokens=record.prompt_tokens,
@@ -303,6 +382,36 @@ def stale_reservations_settle(*, older_than: timedelta) -> int:
             status_code=500,
             finish_reason="abandoned",
             error_code="worker_lost",
+            only_if=stale,
+        )
+    return settled
+
+
+def reservations_sweep(*, stale_after: timedelta, legacy_older_than: timedelta) -> int:
+    """Settle the pending reservations nobody holds any more, as ``stale_reservations_settle`` does.
+
+    Those whose owner's heartbeat is older than ``stale_after``, whose owner is a process of this host that is
+    gone, or (rows from before heartbeats) that are older than ``legacy_older_than``. Each is settled by one
+    conditional UPDATE that re-checks why, so a heartbeat refreshed meanwhile keeps its reservation, and any
+    number of workers on any number of hosts may sweep at once.
+    """
+    now = clock.now()
+    pending = UsageRecord.objects.filter(state=UsageRecord.PENDING)
+    stale = Q(heartbeat_at__lt=now - stale_after) | Q(heartbeat_at__isnull=True, created_at__lt=now - legacy_older_than)
+    host_prefix = reservations.owner_id().rsplit(":", 2)[0] + ":"
+    owners_here = set(pending.filter(owner__startswith=host_prefix).values_list("owner", flat=True).distinct())
+    gone = [owner for owner in owners_here if reservations.owner_gone(owner)]
+    reason = stale | Q(owner__in=gone) if gone else stale
+    settled = 0
+    for record in pending.filter(reason):
+        settled += usage_settle(
+            record=record,
+            prompt_tokens=record.prompt_tokens,
+            completion_tokens=0,
+            status_code=500,
+            finish_reason="abandoned",
+            error_code="worker_lost",
+            only_if=reason,
         )
     return settled
 

@@ -14,7 +14,16 @@ from accounts.metering import MeteredViewMixin
 from accounts.models import SCOPE_KEYS_MANAGE, SCOPE_USAGE_READ, ApiKey
 from accounts.reports import usage_report
 from accounts.serializers import ApiKeySerializer, RotateSerializer, UsageQuerySerializer
-from accounts.services import KEY_LIMIT_FIELDS, key_create, key_revoke, key_rotate
+from accounts.services import (
+    KEY_GRANTED_FIELDS,
+    KEY_LIMIT_FIELDS,
+    key_create,
+    key_expiry_change_check,
+    key_grant_check,
+    key_granted_settings,
+    key_revoke,
+    key_rotate,
+)
 
 
 @extend_schema(tags=["keys"])
@@ -31,6 +40,8 @@ class ApiKeyViewSet(
     serializer_class = ApiKeySerializer
     lookup_field = "lookup_id"
     lookup_url_kwarg = "pk"
+    # Ids are base62: anything else is a 404 without a query (a NUL in the path was a 500 on PostgreSQL).
+    lookup_value_regex = "[0-9A-Za-z]+"
     http_method_names = ["get", "post", "patch", "head", "options"]
 
     def get_queryset(self):
@@ -51,17 +62,28 @@ class ApiKeyViewSet(
         return Response({**self.get_serializer(created.key).data, "value": created.plaintext}, status=201)
 
     def _create(self, data):
+        # A new key inherits what the request does not set from the key creating it, and gets no more than it.
+        granted = {**key_granted_settings(self.request.auth), **{f: data[f] for f in KEY_GRANTED_FIELDS if f in data}}
+        key_grant_check(grantor=self.request.auth, requested=granted)
         created = key_create(
             account=self.request.auth.account,
             name=data.get("name", ""),
-            scopes=data.get("scopes"),
-            expires_at=data.get("expires_at"),
-            allowed_models=data.get("allowed_models"),
+            scopes=granted["scopes"],
+            expires_at=granted["expires_at"],
+            allowed_models=granted["allowed_models"],
         )
+        created.key.allowed_endpoints = granted["allowed_endpoints"]
         for field_name in KEY_LIMIT_FIELDS:
-            setattr(created.key, field_name, data.get(field_name))
+            setattr(created.key, field_name, granted[field_name])
         created.key.save()
         return created
+
+    def perform_update(self, serializer):
+        changed = {f: serializer.validated_data[f] for f in KEY_GRANTED_FIELDS if f in serializer.validated_data}
+        key_grant_check(grantor=self.request.auth, requested=changed)
+        if "expires_at" in changed:
+            key_expiry_change_check(key=serializer.instance)
+        serializer.save()
 
     @action(detail=True, methods=["post"])
     def revoke(self, request, pk=None):
@@ -76,6 +98,7 @@ class ApiKeyViewSet(
         if old.revoked_at is not None:
             raise Http404
         grace = options.validated_data.get("grace_seconds", settings.SLUICE_KEY_ROTATION_GRACE_S)
+        key_grant_check(grantor=request.auth, requested=key_granted_settings(old))  # its successor is shown here
         created = key_rotate(key=old, grace_seconds=grace)
         return Response({**self.get_serializer(created.key).data, "value": created.plaintext}, status=201)
 

@@ -165,7 +165,8 @@ def _build_engine() -> Engine:
     if settings.SLUICE_ENGINE == "fake":
         from inference.fake_engine import FakeEngine
 
-        return FakeEngine()
+        # A server's fake engine keeps no history: a soak would otherwise measure its lists growing.
+        return FakeEngine(token_delay_s=settings.SLUICE_FAKE_TOKEN_DELAY_S, remember=False)
     if settings.SLUICE_ENGINE == "transformers":
         from inference.transformers_engine import TransformersEngine
 

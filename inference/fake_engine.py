@@ -8,6 +8,7 @@ consumer iterates, so a test that stops reading mid-stream sees exactly what was
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 
@@ -18,7 +19,8 @@ EOS = 0
 
 
 class FakeHandle:
-    def __init__(self, reply: str, params: SamplingParams):
+    def __init__(self, reply: str, params: SamplingParams, *, token_delay_s: float = 0.0):
+        self.token_delay_s = token_delay_s
         ids = [ord(char) for char in reply]
         if params.ignore_eos or len(ids) < params.min_tokens:
             while len(ids) < params.max_tokens:
@@ -41,6 +43,8 @@ class FakeHandle:
             if self._cancelled.is_set():
                 self.finish_reason = "cancelled"
                 return
+            if self.token_delay_s:
+                time.sleep(self.token_delay_s)  # a slow model, for servers under test (SLUICE_FAKE_TOKEN_DELAY_S)
             self.completion_tokens += 1
             yield token_id
         self.finish_reason = "stop" if self._ended_by_eos else "length"
@@ -51,7 +55,10 @@ class FakeEngine(Engine):
     context_window = 8192
     default_reply = "Hello from the fake engine."
 
-    def __init__(self, *, model_id: str | None = None, max_running: int | None = None):
+    def __init__(self, *, model_id: str | None = None, max_running: int | None = None, token_delay_s: float = 0.0,
+                 remember: bool = True):
+        self.token_delay_s = token_delay_s
+        self.remember = remember  # keep every request for a test to inspect; a server's fake engine does not
         if model_id:
             self.model_id = model_id
         self.replies: deque[str] = deque()
@@ -78,9 +85,10 @@ class FakeEngine(Engine):
         if self.max_running is not None and running >= self.max_running:
             raise EngineBusy("The fake engine is full.")
         reply = self.replies.popleft() if self.replies else self.default_reply
-        handle = FakeHandle(reply, params)
-        self.submitted.append((list(prompt_ids), params))
-        self.handles.append(handle)
+        handle = FakeHandle(reply, params, token_delay_s=self.token_delay_s)
+        if self.remember:
+            self.submitted.append((list(prompt_ids), params))
+            self.handles.append(handle)
         return handle
 
     def classify_sentiment(self, texts: list[str]) -> list[dict]:

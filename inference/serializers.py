@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from functools import cache
+from pathlib import Path
+
 from rest_framework import serializers
+
+from platform.errors import ApiError
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
@@ -10,14 +16,17 @@ ROLES = ("system", "developer", "user", "assistant", "tool")
 class StringOrListField(serializers.Field):
     """A string, or a list of strings (OpenAI's ``stop`` and ``prompt``)."""
 
-    def __init__(self, *, max_items: int, **kwargs):
+    def __init__(self, *, max_items: int, min_items: int = 0, **kwargs):
         self.max_items = max_items
+        self.min_items = min_items
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):
         if isinstance(data, str):
             return [data]
         if isinstance(data, list) and all(isinstance(item, str) for item in data):
+            if len(data) < self.min_items:
+                raise serializers.ValidationError(f"At least {self.min_items} item is required.")
             if len(data) > self.max_items:
                 raise serializers.ValidationError(f"At most {self.max_items} items are allowed.")
             return data
@@ -56,6 +65,23 @@ class StreamOptionsSerializer(serializers.Serializer):
     include_usage = serializers.BooleanField(required=False, default=False)
 
 
+@cache
+def _unsupported_fields() -> dict[str, set[str]]:
+    """Each unimplemented OpenAI field and its no-op values, compared as JSON text (so ``0`` is not ``false``)."""
+    table = json.loads((Path(__file__).with_name("unsupported_parameters.json")).read_text())["fields"]
+    return {name: {json.dumps(value, sort_keys=True) for value in values} for name, values in table.items()}
+
+
+def unsupported_fields_refuse(data) -> None:
+    """A 400 naming the first OpenAI field sent that this server would otherwise ignore (a client asking for
+    tool calls or JSON mode must not believe it got them)."""
+    if not isinstance(data, dict):
+        return
+    for name, no_ops in _unsupported_fields().items():
+        if name in data and json.dumps(data[name], sort_keys=True) not in no_ops:
+            raise ApiError(f"{name} is not supported by this server.", param=name, code="unsupported_parameter")
+
+
 class GenerationOptionsSerializer(serializers.Serializer):
     """The sampling fields shared by chat and text completions."""
 
@@ -66,7 +92,8 @@ class GenerationOptionsSerializer(serializers.Serializer):
     top_p = serializers.FloatField(required=False, allow_null=True, min_value=0.0, max_value=1.0)
     top_k = serializers.IntegerField(required=False, allow_null=True, min_value=0)  # vLLM's; 0 = off
     stop = StringOrListField(required=False, allow_null=True, max_items=4)
-    seed = serializers.IntegerField(required=False, allow_null=True)
+    # OpenAI's bounds (a signed 64-bit integer); torch's generator and vLLM's take no more.
+    seed = serializers.IntegerField(required=False, allow_null=True, min_value=-(2**63), max_value=2**63 - 1)
     stream = serializers.BooleanField(required=False, default=False)
     stream_options = StreamOptionsSerializer(required=False, allow_null=True)
     user = serializers.CharField(required=False, allow_blank=True, max_length=256)
@@ -74,6 +101,10 @@ class GenerationOptionsSerializer(serializers.Serializer):
     # vLLM extensions, so a benchmark can ask for exactly N tokens.
     min_tokens = serializers.IntegerField(required=False, default=0, min_value=0)
     ignore_eos = serializers.BooleanField(required=False, default=False)
+
+    def to_internal_value(self, data):
+        unsupported_fields_refuse(data)
+        return super().to_internal_value(data)
 
     def validate_n(self, value):
         if value != 1:
@@ -92,7 +123,7 @@ class ChatCompletionRequestSerializer(GenerationOptionsSerializer):
 
 
 class CompletionRequestSerializer(GenerationOptionsSerializer):
-    prompt = StringOrListField(max_items=1)
+    prompt = StringOrListField(min_items=1, max_items=1)
 
 
 class GenerateRequestSerializer(serializers.Serializer):

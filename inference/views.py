@@ -6,7 +6,6 @@ from django.conf import settings
 from django.db import connection
 from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -19,6 +18,7 @@ from inference.engine import engine_status, warm_up_in_background
 from inference.registry import available_models
 from inference.streaming import sse_chunks, sse_response
 from platform.errors import ApiError
+from platform.parsers import JSONParser
 
 
 class JSONBodyAsFormParser(JSONParser):

@@ -93,7 +93,9 @@ def _log(verdict: Verdict, *, original: str, direction: str, context: Moderation
                 action=verdict.action,
                 categories=list(verdict.categories),
                 scores={c: round(s, 4) for c, s in verdict.scores.items()},
-                text=original,
+                # Input with NUL is refused (platform/parsers.py); output can still hold one, and PostgreSQL
+                # cannot store it: an unloggable output would be withheld as if blocked.
+                text=original.replace("\x00", "\ufffd"),
                 created_at=clock.now(),
             )
     except Exception as error:

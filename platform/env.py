@@ -80,6 +80,8 @@ def database_from_url(url: str) -> dict:
         }
     if parsed.scheme in {"postgres", "postgresql"}:
         options = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
+        # A database host that does not answer fails the request in seconds (503), not after the OS's minutes.
+        options.setdefault("connect_timeout", "5")
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": unquote(parsed.path.lstrip("/")) or "postgres",
@@ -224,3 +226,45 @@ def remote_models_from_env(name: str) -> dict[str, dict]:
             "context_window": context_window,
         }
     return models
+
+
+def env_header(name: str) -> tuple[str, str] | None:
+    """``Header-Name: value`` as Django's META key and value (``("HTTP_HEADER_NAME", "value")``); unset = None."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    header, separator, value = (part.strip() for part in raw.partition(":"))
+    if not separator or not header or not value or not all(char.isalnum() or char == "-" for char in header):
+        raise ImproperlyConfigured(f"{name} must look like 'X-Forwarded-Proto: https', got {raw!r}")
+    return "HTTP_" + header.upper().replace("-", "_"), value
+
+
+def env_origins(name: str) -> list[str]:
+    """A comma-separated list of origins with their scheme (``https://console.example.com``)."""
+    origins = env_list(name, "")
+    for origin in origins:
+        parsed = urlparse(origin)
+        if parsed.scheme not in {"http", "https"} or not parsed.netloc or parsed.path not in {"", "/"}:
+            raise ImproperlyConfigured(f"{name}: {origin!r} is not an origin like https://console.example.com")
+    return origins
+
+
+def secret_key_refuse_weak(key: str) -> None:
+    """Refuse a SECRET_KEY that Django's own deployment check calls weak (security.W009): shorter than 50
+    characters, fewer than 5 distinct ones, or Django's generated ``django-insecure-`` development key."""
+    from django.core.checks.security.base import (
+        SECRET_KEY_INSECURE_PREFIX,
+        SECRET_KEY_MIN_LENGTH,
+        SECRET_KEY_MIN_UNIQUE_CHARACTERS,
+    )
+
+    if (
+        len(key) < SECRET_KEY_MIN_LENGTH
+        or len(set(key)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS
+        or key.startswith(SECRET_KEY_INSECURE_PREFIX)
+    ):
+        raise ImproperlyConfigured(
+            f"SECRET_KEY is too weak for a deployment (DEBUG off, a server database): it needs at least "
+            f"{SECRET_KEY_MIN_LENGTH} characters, {SECRET_KEY_MIN_UNIQUE_CHARACTERS} of them different, and must not "
+            f"be a generated development key. Make one with: python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+        )

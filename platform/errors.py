@@ -2,14 +2,20 @@
 
 DRF exceptions raised in views pass through ``api_exception_handler``; Django's own 404/500 (paths outside
 DRF, crashes) go through ``not_found`` and ``server_error``, so a client never sees an HTML error page.
+A database that cannot be reached (PostgreSQL down, restarting, out of connections) is a 503
+``database_unavailable`` with ``Retry-After`` from both, not a 500: the request changed nothing and a retry
+will work once the database is back.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -74,6 +80,17 @@ _STATUS_TYPES = {
 }
 
 
+# What a database that cannot be reached raises (connection refused or lost, server shutting down).
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+DATABASE_UNAVAILABLE_CODE = "database_unavailable"
+
+
+def _database_unavailable() -> tuple[dict, dict[str, str]]:
+    body = error_body("The service's database is unavailable; retry shortly.", type="server_error",
+                      code=DATABASE_UNAVAILABLE_CODE)
+    return body, {"Retry-After": str(settings.SLUICE_DB_RETRY_AFTER_S)}
+
+
 def api_exception_handler(exc, context):
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("No such object.")
@@ -102,6 +119,9 @@ def api_exception_handler(exc, context):
         if getattr(exc, "wait", None):
             headers["Retry-After"] = str(int(exc.wait))
         return Response(error_body(str(exc.detail), type=type_, code=code), status=exc.status_code, headers=headers)
+    if isinstance(exc, DATABASE_UNAVAILABLE):
+        body, headers = _database_unavailable()
+        return Response(body, status=503, headers=headers)
     logger.exception("Unhandled error in %s", context.get("view").__class__.__name__ if context else "?")
     return Response(error_body("The server had an error processing your request.", type="server_error"), status=500)
 
@@ -111,6 +131,10 @@ def not_found(request, exception=None):
 
 
 def server_error(request):
+    # Django calls this while handling the exception (middleware, authentication outside DRF, a crash).
+    if isinstance(sys.exc_info()[1], DATABASE_UNAVAILABLE):
+        body, headers = _database_unavailable()
+        return JsonResponse(body, status=503, headers=headers)
     return JsonResponse(error_body("The server had an error processing your request.", type="server_error"), status=500)
 
 

@@ -7,6 +7,7 @@ With nothing set, Sluice runs on the embedded defaults: a SQLite file and a gene
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -17,12 +18,15 @@ from platform.env import (
     env_bool,
     env_choice,
     env_float,
+    env_header,
     env_int,
     env_list,
     env_networks,
+    env_origins,
     env_str,
     model_defaults_from_env,
     remote_models_from_env,
+    secret_key_refuse_weak,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -129,7 +133,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_THROTTLE_CLASSES": ["accounts.throttling.KeyRequestRateThrottle"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["platform.parsers.JSONParser"],  # refuses over-deep and unencodable JSON
     "EXCEPTION_HANDLER": "platform.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
@@ -211,11 +215,87 @@ SLUICE_CATALOGUE_POLL_S = env_float("SLUICE_CATALOGUE_POLL_S", 2.0, minimum=0.0)
 # database); a revoked or suspended key therefore stops working on every worker within this bound.
 SLUICE_KEY_CACHE_S = env_int("SLUICE_KEY_CACHE_S", 5, minimum=0, maximum=300)
 
+# Faults: what the server does when Redis or PostgreSQL fail, and the sweep of reservations left by dead workers.
+# After a cache failure the rate limits skip the cache this long before one request probes it again.
+SLUICE_CACHE_BREAKER_OPEN_S = env_float("SLUICE_CACHE_BREAKER_OPEN_S", 5.0, minimum=0.1)
+# A 503 database_unavailable tells the client to retry after this many seconds.
+SLUICE_DB_RETRY_AFTER_S = env_int("SLUICE_DB_RETRY_AFTER_S", 2, minimum=1)
+# Each worker refreshes the heartbeat of its in-flight reservations and sweeps stale ones this often (0: off).
+SLUICE_RESERVATION_SWEEP_S = env_float("SLUICE_RESERVATION_SWEEP_S", 10.0)
+# A pending reservation whose heartbeat is older than this was left by a dead worker, or by a request whose
+# settlement could not be written (the database was down): the sweep settles it. Keep it above twice the sweep.
+SLUICE_RESERVATION_STALE_S = env_float("SLUICE_RESERVATION_STALE_S", 30.0, minimum=0.5)
+if SLUICE_RESERVATION_SWEEP_S and SLUICE_RESERVATION_STALE_S < 2 * SLUICE_RESERVATION_SWEEP_S:
+    raise ImproperlyConfigured("SLUICE_RESERVATION_STALE_S must be at least twice SLUICE_RESERVATION_SWEEP_S")
+# SLUICE_ENGINE=fake only: seconds per generated token, so fault tests and the soak have streams that last.
+SLUICE_FAKE_TOKEN_DELAY_S = env_float("SLUICE_FAKE_TOKEN_DELAY_S", 0.0)
+
 # GET /metrics (Prometheus). Off unless a token or networks are set; every check that is set must pass.
 SLUICE_METRICS_TOKEN = env_str("SLUICE_METRICS_TOKEN", "")
 SLUICE_METRICS_ALLOWED_NETWORKS = env_networks("SLUICE_METRICS_ALLOWED_NETWORKS", "")
 # "json": every log record, and one line per request, is a JSON object (for log shippers); "plain": readable.
 SLUICE_LOG_FORMAT = env_choice("SLUICE_LOG_FORMAT", "plain", ("plain", "json"))
+
+# --- Security -------------------------------------------------------------------------------------------
+# A deployment (DEBUG off and not on the embedded SQLite defaults) is served over HTTPS: the secure options
+# default on there and off on the embedded `make serve` (plain http://127.0.0.1:8000). Each can be set either way.
+PRODUCTION = not DEBUG and not EMBEDDED_DEFAULTS
+if PRODUCTION:
+    secret_key_refuse_weak(SECRET_KEY)  # ImproperlyConfigured: no worker starts on a guessable key
+
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+# Probes and scrapers reach a worker over plain HTTP inside the network; they are never redirected.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", PRODUCTION)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", PRODUCTION)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", PRODUCTION)
+# Opt-in, only behind a proxy that sets this header on every request: "X-Forwarded-Proto: https".
+SECURE_PROXY_SSL_HEADER = env_header("SECURE_PROXY_SSL_HEADER")
+CSRF_TRUSTED_ORIGINS = env_origins("CSRF_TRUSTED_ORIGINS")
+
+# One strict Content-Security-Policy on every response (admin, dashboard, /docs, the API): scripts, styles,
+# fonts and fetches from this origin only, no inline code, no framing. django-csp writes it (Django 5.2 has
+# no CSP of its own); Swagger UI's start-up script and styles are static files (platform/templates/sluice/).
+INSTALLED_APPS += ["csp", "axes"]
+MIDDLEWARE += [
+    "csp.middleware.CSPMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: it turns a lockout into the lockout page
+]
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'none'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],  # the admin's and Swagger UI's icons are data: URIs in their CSS
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],  # Swagger UI fetches /v1/schema and sends "Try it out" requests
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "base-uri": ["'none'"],
+    },
+}
+
+# Sign-in throttle (django-axes) for every view that signs a user in with Django's authenticate(): the admin's
+# login now, a customer console's later. Failures are counted in the database, so every gunicorn worker and
+# host sees the same counts; an address or a username with SLUICE_LOGIN_FAILURE_LIMIT failures is refused
+# (the lockout page, 429) until SLUICE_LOGIN_COOLOFF_S seconds pass without another failure; a success resets.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("SLUICE_LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("SLUICE_LOGIN_COOLOFF_S", 900, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]  # each on its own: per address, and per username
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "sluice/lockout.html"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False  # one WARNING per failure from axes is enough; no start-up banner
+# Behind N reverse proxies that append to X-Forwarded-For, the address counted is the N-th from the right.
+SLUICE_TRUSTED_PROXY_HOPS = env_int("SLUICE_TRUSTED_PROXY_HOPS", 0, minimum=0, maximum=10)
+AXES_CLIENT_IP_CALLABLE = "platform.client_address.client_address"
+# --- end of Security -------------------------------------------------------------------------------------
 
 LOGGING = {
     "version": 1,

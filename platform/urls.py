@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from inference.metrics import metrics_view
 from inference.views import HealthView, ReadyView
@@ -13,7 +13,8 @@ urlpatterns = [
     path("readyz", ReadyView.as_view(), name="readyz"),
     path("metrics", metrics_view, name="metrics"),  # Prometheus; off unless SLUICE_METRICS_* allow it
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
-    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    # Swagger UI; its start-up script is a separate request (/docs?script), not inline, for the strict CSP.
+    path("docs", SpectacularSwaggerSplitView.as_view(url_name="schema", template_name="sluice/swagger_ui.html"), name="docs"),
     path("admin/", include("platform.admin_urls")),  # the dashboard (admin index) and report downloads
     path("admin/", admin.site.urls),
 ]

@@ -59,9 +59,13 @@ def fresh_process_state(settings):
 def fresh_cache():
     from django.core.cache import cache
 
+    from accounts.cache_breaker import rate_limit_cache
+
+    rate_limit_cache.reset()  # a test that broke the cache must not leave the next one skipping it
     cache.clear()
     yield
     cache.clear()
+    rate_limit_cache.reset()
 
 
 @pytest.fixture(scope="session")

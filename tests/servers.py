@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+# One strong key for every server and command of this test run (a deployment refuses a weak one).
+TEST_SECRET_KEY = secrets.token_urlsafe(50)
 
 
 def free_port() -> int:
@@ -22,7 +25,8 @@ def free_port() -> int:
 
 def server_env(**overrides: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST")}
-    env.update({"HF_HUB_OFFLINE": "1", "SECRET_KEY": "test-secret", "SLUICE_ACCESS_LOG": ""})
+    # Test servers speak plain HTTP: no redirect to HTTPS, even on a server database.
+    env.update({"HF_HUB_OFFLINE": "1", "SECRET_KEY": TEST_SECRET_KEY, "SLUICE_ACCESS_LOG": "", "SECURE_SSL_REDIRECT": "0"})
     env.update(overrides)
     return env
 

@@ -76,7 +76,6 @@ def cluster(tmp_path_factory):
     folder = tmp_path_factory.mktemp("workers")
     env = server_env(
         DATABASE_URL=database_url, CACHE_URL=REDIS_URL, SLUICE_ENGINE="fake", SLUICE_KEY_CACHE_S=str(KEY_CACHE_S),
-        SECRET_KEY="many-workers-test",
     )
     servers = [Server(env, workers=2, log_path=folder / f"host{i}.log") for i in range(2)]
     try:

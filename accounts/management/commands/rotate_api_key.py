@@ -3,6 +3,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import ApiKey
 from accounts.services import key_rotate
+from platform.errors import ApiError
 
 
 class Command(BaseCommand):
@@ -19,6 +20,9 @@ class Command(BaseCommand):
         if grace_seconds is not None and grace_seconds < 0:
             raise CommandError("--grace-seconds must be >= 0")
         grace = settings.SLUICE_KEY_ROTATION_GRACE_S if grace_seconds is None else grace_seconds
-        created = key_rotate(key=key, grace_seconds=grace)
+        try:
+            created = key_rotate(key=key, grace_seconds=grace)
+        except ApiError as refused:  # expired, suspended or already rotated
+            raise CommandError(refused.message) from None
         self.stdout.write(f"Old key {key.display} stops working in {grace} s. New key (shown once):")
         self.stdout.write(created.plaintext)
