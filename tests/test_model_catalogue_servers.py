@@ -64,7 +64,8 @@ def cluster(tmp_path_factory):
     folder = tmp_path_factory.mktemp("catalogue")
     env = server_env(
         DATABASE_URL=urlunparse(base._replace(path=f"/{name}")), CACHE_URL=REDIS_URL, SLUICE_ENGINE="fake",
-        SECRET_KEY="catalogue-test", SLUICE_CATALOGUE_POLL_S=str(POLL_S), SLUICE_LOG_FORMAT="json",
+        # The staff user signs in over plain http here (production sends those cookies over HTTPS only).
+        SESSION_COOKIE_SECURE="0", CSRF_COOKIE_SECURE="0", SLUICE_CATALOGUE_POLL_S=str(POLL_S), SLUICE_LOG_FORMAT="json",
         LOG_LEVEL="DEBUG", SLUICE_UPSTREAM_HEALTH_INTERVAL_S="1",
     )
     servers = [Server(env, workers=1, log_path=folder / f"worker{i}.log") for i in range(2)]
