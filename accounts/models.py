@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -166,3 +167,46 @@ class QuotaCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope} {self.period} {self.period_start}"
+
+
+OWNER, DEVELOPER, VIEWER = "owner", "developer", "viewer"
+ROLES = [(OWNER, "owner"), (DEVELOPER, "developer"), (VIEWER, "viewer")]
+
+
+class Membership(models.Model):
+    """A person (a Django user) in an account, with a role: owner (everything, members included),
+    developer (keys, playground, usage) or viewer (usage only). What each role may do is in accounts/members.py."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sluice_memberships")
+    role = models.CharField(max_length=16, choices=ROLES)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "user"], name="one_membership_per_account_user")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.account} ({self.role})"
+
+
+class KeyEvent(models.Model):
+    """A change to a key made in the console: who did what, when. The key's secret is never in it."""
+
+    CREATED, REVOKED, ROTATED = "created", "revoked", "rotated"
+    ACTIONS = [(CREATED, "created"), (REVOKED, "revoked"), (ROTATED, "rotated")]
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="key_events")
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="events")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    action = models.CharField(max_length=16, choices=ACTIONS)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.api_key}"

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from django.db import transaction
-from django.db.models import F, Value
+from django.db.models import F, Q, Sum, Value
 
-from accounts.models import Account, ApiKey, QuotaCounter
+from accounts.models import Account, ApiKey, QuotaCounter, UsageRecord
 
 
 class QuotaExceeded(Exception):
@@ -95,3 +95,62 @@ def quota_settle(*, counter_ids: list[int], reserved: int, used: int) -> None:
         QuotaCounter.objects.filter(pk__in=counter_ids).update(
             reserved=F("reserved") - reserved, used=F("used") + min(used, reserved)
         )
+
+
+def _next_period_start(period: str, start: date) -> date:
+    if period == QuotaCounter.DAY:
+        return date.fromordinal(start.toordinal() + 1)
+    return date(start.year + (start.month == 12), start.month % 12 + 1, 1)
+
+
+def _charged(account: Account, key: ApiKey | None, since: date, moment: datetime) -> int:
+    start = datetime.combine(since, datetime.min.time(), tzinfo=moment.tzinfo)
+    rows = UsageRecord.objects.filter(account=account, created_at__gte=start, created_at__lte=moment,
+                                      state=UsageRecord.SETTLED)
+    if key is not None:
+        rows = rows.filter(api_key=key)
+    totals = rows.aggregate(prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"))
+    return (totals["prompt"] or 0) + (totals["completion"] or 0)
+
+
+def quota_status(*, account: Account, moment: datetime) -> list[dict]:
+    """The account's token quotas and those of its keys that set their own, for the periods containing
+    ``moment``: granted, used, reserved (requests running now), remaining and when the period resets (UTC).
+
+    Read from the same counters that requests reserve from, so it is what the next request will meet."""
+    owners: list[tuple[str, ApiKey | None]] = [(f"account:{account.pk}", None)]
+    keys = ApiKey.objects.filter(account=account, revoked_at__isnull=True).filter(
+        Q(daily_token_quota__isnull=False) | Q(monthly_token_quota__isnull=False)).order_by("created_at")
+    owners += [(f"key:{key.pk}", key) for key in keys]
+    starts = {period: period_start(period, moment) for period in (QuotaCounter.DAY, QuotaCounter.MONTH)}
+    counters = {
+        (counter.scope, counter.period): counter
+        for counter in QuotaCounter.objects.filter(
+            scope__in=[scope for scope, _ in owners],
+            period__in=list(starts),
+        ).filter(Q(period=QuotaCounter.DAY, period_start=starts[QuotaCounter.DAY])
+                 | Q(period=QuotaCounter.MONTH, period_start=starts[QuotaCounter.MONTH]))
+    }
+    status = []
+    for scope, key in owners:
+        for period, field in ((QuotaCounter.DAY, "daily_token_quota"), (QuotaCounter.MONTH, "monthly_token_quota")):
+            granted = getattr(key if key is not None else account, field)
+            if key is not None and granted is None:
+                continue
+            counter = counters.get((scope, period))
+            # Unlimited: no counter is kept, so say what the usage rows charged in the period.
+            used = counter.used if counter else _charged(account, key, starts[period], moment)
+            reserved = counter.reserved if counter else 0
+            resets = _next_period_start(period, starts[period])
+            status.append({
+                "key": key,
+                "period": period,
+                "granted": granted,
+                "used": used,
+                "reserved": reserved,
+                "remaining": None if granted is None else max(0, granted - used - reserved),
+                "fraction_used": None if not granted else min(1.0, (used + reserved) / granted),
+                "period_start": starts[period],
+                "resets_at": datetime.combine(resets, datetime.min.time(), tzinfo=moment.tzinfo),
+            })
+    return status

@@ -8,9 +8,14 @@ from accounts import clock
 from accounts.models import ALL_SCOPES, ApiKey
 from accounts.reports import API_MAX_DAYS
 from accounts.services import KEY_LIMIT_FIELDS, key_limits_check
+from platform.strict_types import StrictJSONTypes
+
+# The largest value each limit column holds (PositiveIntegerField / PositiveBigIntegerField on PostgreSQL).
+LIMIT_MAXIMUMS = {"requests_per_minute": 2**31 - 1, "tokens_per_minute": 2**31 - 1,
+                  "daily_token_quota": 10**12, "monthly_token_quota": 10**12}
 
 
-class ApiKeySerializer(serializers.ModelSerializer):
+class ApiKeySerializer(StrictJSONTypes, serializers.ModelSerializer):
     """A key as its owner sees it: never the plaintext or its hash."""
 
     id = serializers.CharField(source="lookup_id", read_only=True)
@@ -26,7 +31,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "expires_at", "revoked_at", "suspended_at", *KEY_LIMIT_FIELDS,
         ]
         read_only_fields = ["created_at", "last_used_at", "revoked_at", "suspended_at"]
-        extra_kwargs = {field: {"min_value": 1, "max_value": 10**12} for field in KEY_LIMIT_FIELDS}
+        extra_kwargs = {field: {"min_value": 1, "max_value": LIMIT_MAXIMUMS[field]} for field in KEY_LIMIT_FIELDS}
 
     def get_object(self, key) -> str:
         return "api_key"
@@ -48,15 +53,17 @@ class ApiKeySerializer(serializers.ModelSerializer):
         return super().to_internal_value(data)
 
 
-class RotateSerializer(serializers.Serializer):
+class RotateSerializer(StrictJSONTypes, serializers.Serializer):
     grace_seconds = serializers.IntegerField(required=False, min_value=0, max_value=7 * 24 * 3600)
 
 
 class UsageQuerySerializer(serializers.Serializer):
     """Inclusive UTC dates, at most ``API_MAX_DAYS`` days; by default the last ``API_MAX_DAYS`` days to today."""
 
-    start_date = serializers.DateField(required=False)
-    end_date = serializers.DateField(required=False)
+    start_date = serializers.DateField(required=False, help_text="The first UTC day; absent or empty: "
+                                                                  "`API_MAX_DAYS` - 1 days before end_date.")
+    end_date = serializers.DateField(required=False, help_text="The last UTC day, inclusive, not before start_date; "
+                                                                "absent or empty: today.")
 
     def validate(self, attrs):
         until = attrs.get("end_date") or clock.now().date()

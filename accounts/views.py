@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.http import Http404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from accounts.authentication import HasScope
 from accounts.metering import MeteredViewMixin
 from accounts.models import SCOPE_KEYS_MANAGE, SCOPE_USAGE_READ, ApiKey
+from accounts.openapi import ApiKeyListSerializer, CreatedApiKeySerializer, UsageReportSerializer
 from accounts.reports import usage_report
 from accounts.serializers import ApiKeySerializer, RotateSerializer, UsageQuerySerializer
 from accounts.services import (
@@ -24,9 +25,22 @@ from accounts.services import (
     key_revoke,
     key_rotate,
 )
+from platform.errors import KEYED, RETRY_AFTER, WITH_BODY, error_responses
 
 
-@extend_schema(tags=["keys"])
+KEY_ID = OpenApiParameter("id", str, OpenApiParameter.PATH, description="The key's id (`id` in its object).")
+
+
+@extend_schema_view(
+    list=extend_schema(summary="The account's keys", responses={200: ApiKeyListSerializer, **error_responses(*KEYED)}),
+    create=extend_schema(summary="Create a key (its plaintext is in `value`, shown once)",
+                         responses={201: CreatedApiKeySerializer, **error_responses(*KEYED, *WITH_BODY)}),
+    retrieve=extend_schema(summary="One key", parameters=[KEY_ID],
+                           responses={200: ApiKeySerializer, **error_responses(*KEYED, 404)}),
+    partial_update=extend_schema(summary="Change a key's name, scopes, models, expiry or limits", parameters=[KEY_ID],
+                                 responses={200: ApiKeySerializer, **error_responses(*KEYED, *WITH_BODY, 404, 409)}),
+)
+@extend_schema(tags=["keys"], parameters=[RETRY_AFTER])
 class ApiKeyViewSet(
     MeteredViewMixin,
     mixins.ListModelMixin,
@@ -34,6 +48,8 @@ class ApiKeyViewSet(
     mixins.UpdateModelMixin,
     viewsets.GenericViewSet,
 ):
+    """``/v1/keys``: a key with the ``keys:manage`` scope manages its own account's keys."""
+
     permission_classes = [HasScope]
     required_scope = SCOPE_KEYS_MANAGE
     usage_endpoint = "keys"
@@ -85,11 +101,16 @@ class ApiKeyViewSet(
             key_expiry_change_check(key=serializer.instance)
         serializer.save()
 
+    @extend_schema(summary="Revoke a key, for good", request=None, parameters=[KEY_ID],
+                   responses={200: ApiKeySerializer, **error_responses(*KEYED, 404)})
     @action(detail=True, methods=["post"])
     def revoke(self, request, pk=None):
         return Response(self.get_serializer(key_revoke(key=self.get_object())).data)
 
-    @extend_schema(request=RotateSerializer)
+    # 201: rotation creates a key (as POST /v1/keys does), returned with its plaintext once.
+    @extend_schema(summary="A new key with the same settings; the old one works for `grace_seconds` more",
+                   request=RotateSerializer, parameters=[KEY_ID],
+                   responses={201: CreatedApiKeySerializer, **error_responses(*KEYED, *WITH_BODY, 404, 409)})
     @action(detail=True, methods=["post"])
     def rotate(self, request, pk=None):
         options = RotateSerializer(data=request.data)
@@ -105,8 +126,8 @@ class ApiKeyViewSet(
 
 @extend_schema(
     tags=["usage"],
-    parameters=[OpenApiParameter("start_date", str), OpenApiParameter("end_date", str)],
-    responses=dict,
+    parameters=[UsageQuerySerializer, RETRY_AFTER],
+    responses={200: UsageReportSerializer, **error_responses(*KEYED, 400)},
 )
 class UsageViewSet(MeteredViewMixin, viewsets.ViewSet):
     """``GET /v1/usage``: the key holder's own account, by day, key, endpoint and model."""

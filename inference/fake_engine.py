@@ -3,6 +3,7 @@
 One token per character (so token counts are easy to predict), a readable chat template, and replies taken
 from a queue (``engine.replies.append("...")``), like simonw/llm's fake model. Tokens are produced as the
 consumer iterates, so a test that stops reading mid-stream sees exactly what was generated so far.
+``token_delay_s`` paces the tokens as a model would (a browser test watches a reply arrive in pieces).
 """
 
 from __future__ import annotations

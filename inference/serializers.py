@@ -6,9 +6,11 @@ import json
 from functools import cache
 from pathlib import Path
 
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from platform.errors import ApiError
+from platform.strict_types import StrictJSONTypes
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
@@ -36,6 +38,11 @@ class StringOrListField(serializers.Field):
         return value
 
 
+@extend_schema_field({"oneOf": [
+    {"type": "string"},
+    {"type": "array", "items": {"type": "object", "required": ["type", "text"], "properties": {
+        "type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}}},
+]})
 class MessageContentField(serializers.Field):
     """A message's content: a string, or a list of ``{"type": "text", "text": ...}`` parts."""
 
@@ -55,13 +62,13 @@ class MessageContentField(serializers.Field):
         return value
 
 
-class MessageSerializer(serializers.Serializer):
+class MessageSerializer(StrictJSONTypes, serializers.Serializer):
     role = serializers.ChoiceField(choices=ROLES)
     content = MessageContentField()
     name = serializers.CharField(required=False, max_length=64)
 
 
-class StreamOptionsSerializer(serializers.Serializer):
+class StreamOptionsSerializer(StrictJSONTypes, serializers.Serializer):
     include_usage = serializers.BooleanField(required=False, default=False)
 
 
@@ -82,7 +89,17 @@ def unsupported_fields_refuse(data) -> None:
             raise ApiError(f"{name} is not supported by this server.", param=name, code="unsupported_parameter")
 
 
-class GenerationOptionsSerializer(serializers.Serializer):
+def _within_new_token_limit(value: int | None) -> int | None:
+    """Checked here as well as where the job is built: a chat request may send both max_tokens and
+    max_completion_tokens, and the one that is not used must be within the limit too (as the schema says)."""
+    from django.conf import settings
+
+    if value is not None and value > settings.SLUICE_MAX_NEW_TOKENS:
+        raise serializers.ValidationError(f"{value} is above this server's limit of {settings.SLUICE_MAX_NEW_TOKENS}.")
+    return value
+
+
+class GenerationOptionsSerializer(StrictJSONTypes, serializers.Serializer):
     """The sampling fields shared by chat and text completions."""
 
     model = serializers.CharField()
@@ -116,17 +133,26 @@ class GenerationOptionsSerializer(serializers.Serializer):
             raise serializers.ValidationError("Must be greater than 0.")
         return value
 
+    def validate_max_tokens(self, value):
+        return _within_new_token_limit(value)
 
+
+@extend_schema_serializer(component_name="ChatCompletion")  # its request component: ChatCompletionRequest
 class ChatCompletionRequestSerializer(GenerationOptionsSerializer):
     messages = MessageSerializer(many=True, allow_empty=False)
     max_completion_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
 
+    def validate_max_completion_tokens(self, value):
+        return _within_new_token_limit(value)
 
+
+@extend_schema_serializer(component_name="Completion")  # its request component: CompletionRequest
 class CompletionRequestSerializer(GenerationOptionsSerializer):
     prompt = StringOrListField(min_items=1, max_items=1)
 
 
-class GenerateRequestSerializer(serializers.Serializer):
+@extend_schema_serializer(component_name="Generate")  # its request component: GenerateRequest
+class GenerateRequestSerializer(StrictJSONTypes, serializers.Serializer):
     """The original Flask example's contract: ``{"text": ...}`` in, ``{"text": ...}`` out."""
 
     text = serializers.CharField(trim_whitespace=False)
@@ -158,7 +184,8 @@ def _check_item_count(items: list) -> list:
     return items
 
 
-class SentimentRequestSerializer(serializers.Serializer):
+@extend_schema_serializer(component_name="Sentiment")  # its request component: SentimentRequest
+class SentimentRequestSerializer(StrictJSONTypes, serializers.Serializer):
     """``input``: a string or a list of strings."""
 
     input = serializers.JSONField()
@@ -180,12 +207,12 @@ class SentimentRequestSerializer(serializers.Serializer):
         return items
 
 
-class QuestionContextSerializer(serializers.Serializer):
+class QuestionContextSerializer(StrictJSONTypes, serializers.Serializer):
     question = TaskTextField(max_length=2000)
     context = TaskTextField()
 
 
-class QARequestSerializer(serializers.Serializer):
+class QARequestSerializer(StrictJSONTypes, serializers.Serializer):
     """Either ``question`` and ``context``, or ``input``: a list of such pairs."""
 
     question = TaskTextField(required=False, max_length=2000)

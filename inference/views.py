@@ -13,11 +13,11 @@ from rest_framework.views import APIView
 from accounts.authentication import HasScope
 from accounts.metering import MeteredViewMixin
 from accounts.models import SCOPE_INFERENCE
-from inference import responses, serializers, services, task_services
+from inference import openapi, responses, serializers, services, task_services
 from inference.engine import engine_status, warm_up_in_background
 from inference.registry import available_models
 from inference.streaming import sse_chunks, sse_response
-from platform.errors import ApiError
+from platform.errors import KEYED, RETRY_AFTER, ApiError, error_responses
 from platform.parsers import JSONParser
 
 
@@ -49,7 +49,12 @@ class GenerationViewSet(MeteredViewMixin, viewsets.ViewSet):
         return Response(type(self).whole_body(result, model=job.model), headers=headers)
 
 
-@extend_schema(request=serializers.ChatCompletionRequestSerializer, responses=dict, tags=["generation"])
+@extend_schema(
+    description="OpenAI's chat completion, whole or streamed (`stream: true`).",
+    request=serializers.ChatCompletionRequestSerializer, tags=["generation"], parameters=[RETRY_AFTER],
+    responses={(200, "application/json"): openapi.ChatCompletionSerializer, (200, "text/event-stream"): openapi.STREAM,
+               **openapi.GENERATION_ERRORS},
+)
 class ChatCompletionViewSet(GenerationViewSet):
     usage_endpoint = services.ENDPOINT_CHAT
     request_serializer = serializers.ChatCompletionRequestSerializer
@@ -58,7 +63,12 @@ class ChatCompletionViewSet(GenerationViewSet):
     stream_chunks = responses.chat_completion_chunks
 
 
-@extend_schema(request=serializers.CompletionRequestSerializer, responses=dict, tags=["generation"])
+@extend_schema(
+    description="OpenAI's text completion, whole or streamed (`stream: true`).",
+    request=serializers.CompletionRequestSerializer, tags=["generation"], parameters=[RETRY_AFTER],
+    responses={(200, "application/json"): openapi.TextCompletionSerializer, (200, "text/event-stream"): openapi.STREAM,
+               **openapi.GENERATION_ERRORS},
+)
 class CompletionViewSet(GenerationViewSet):
     usage_endpoint = services.ENDPOINT_COMPLETIONS
     request_serializer = serializers.CompletionRequestSerializer
@@ -68,7 +78,10 @@ class CompletionViewSet(GenerationViewSet):
 
 
 @extend_schema(
-    request=serializers.GenerateRequestSerializer, responses=serializers.GenerateResponseSerializer, tags=["generation"]
+    # JSON only: the form content type is read as JSON too (curl's default label), never as a form.
+    request={"application/json": serializers.GenerateRequestSerializer}, tags=["generation"],
+    parameters=[RETRY_AFTER],
+    responses={200: serializers.GenerateResponseSerializer, **openapi.GENERATION_ERRORS},
 )
 class GenerateViewSet(MeteredViewMixin, viewsets.ViewSet):
     """``POST /generate``: the original Flask example's contract, keyed and metered like the rest."""
@@ -94,7 +107,10 @@ class TaskViewSet(MeteredViewMixin, viewsets.ViewSet):
     opens_usage = True
 
 
-@extend_schema(request=serializers.SentimentRequestSerializer, responses=dict, tags=["tasks"])
+@extend_schema(
+    request=serializers.SentimentRequestSerializer, tags=["tasks"], parameters=[RETRY_AFTER],
+    responses={200: openapi.SentimentResponseSerializer, **openapi.TASK_ERRORS},
+)
 class SentimentViewSet(TaskViewSet):
     """``POST /v1/sentiment``: ``positive`` / ``negative`` with a probability per label."""
 
@@ -110,7 +126,10 @@ class SentimentViewSet(TaskViewSet):
         return Response(body, headers=headers)
 
 
-@extend_schema(request=serializers.QARequestSerializer, responses=dict, tags=["tasks"])
+@extend_schema(
+    request=openapi.QA_REQUEST, tags=["tasks"], parameters=[RETRY_AFTER],
+    responses={200: openapi.QAResponseSerializer, **openapi.TASK_ERRORS},
+)
 class QuestionAnsweringViewSet(TaskViewSet):
     """``POST /v1/qa``: an answer that is a span of the context (with offsets), or null when it has none."""
 
@@ -126,7 +145,7 @@ class QuestionAnsweringViewSet(TaskViewSet):
         return Response(body, headers=headers)
 
 
-@extend_schema(tags=["models"], responses=dict)
+@extend_schema(tags=["models"], parameters=[RETRY_AFTER])
 class ModelViewSet(MeteredViewMixin, viewsets.ViewSet):
     """``GET /v1/models``, in OpenAI's list shape."""
 
@@ -143,9 +162,12 @@ class ModelViewSet(MeteredViewMixin, viewsets.ViewSet):
         allowed = getattr(key, "allowed_models", None)
         return [model for model in available_models() if not allowed or model in allowed]
 
+    @extend_schema(operation_id="v1_models_list",
+                   responses={200: openapi.ModelListSerializer, **error_responses(*KEYED)})
     def list(self, request):
         return Response({"object": "list", "data": [self._model_object(m) for m in self._models_for(request.auth)]})
 
+    @extend_schema(responses={200: openapi.ModelObjectSerializer, **error_responses(*KEYED, 404)})
     def retrieve(self, request, pk=None):
         if pk not in self._models_for(request.auth):
             raise ApiError(f"The model '{pk}' does not exist.", status_code=404, param="model", code="model_not_found")
@@ -158,7 +180,7 @@ class HealthView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
-    @extend_schema(tags=["health"], responses=dict)
+    @extend_schema(tags=["health"], responses={200: openapi.HealthSerializer})
     def get(self, request):
         return Response({"status": "ok"})
 
@@ -170,7 +192,7 @@ class ReadyView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
-    @extend_schema(tags=["health"], responses=dict)
+    @extend_schema(tags=["health"], responses={200: openapi.ReadinessSerializer, 503: openapi.ReadinessSerializer})
     def get(self, request):
         from moderation.detectors import detectors_status
 

@@ -1,8 +1,12 @@
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
+from platform.strict_types import StrictJSONTypes
 
-class ModerationRequestSerializer(serializers.Serializer):
+
+@extend_schema_serializer(component_name="Moderation")  # its request component: ModerationRequest
+class ModerationRequestSerializer(StrictJSONTypes, serializers.Serializer):
     input = serializers.JSONField()
     model = serializers.CharField(required=False, allow_blank=True)
 

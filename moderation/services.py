@@ -180,3 +180,14 @@ def moderation_run(*, key: ApiKey, request_id: str, texts: list[str]) -> tuple[l
         raise
     request_settle(admission=admission, prompt_tokens=tokens, completion_tokens=0, status_code=200)
     return results, admission.headers
+
+
+def moderation_events_of(*, account: Account, request_id: str | None = None, action: str | None = None,
+                         limit: int = 100) -> list[ModerationEvent]:
+    """The account's own flag, redact and block decisions, newest first (one request's or action's, if named)."""
+    events = ModerationEvent.objects.filter(account=account).select_related("api_key")
+    if request_id is not None:
+        events = events.filter(request_id=request_id)
+    if action is not None:
+        events = events.filter(action=action)
+    return list(events.order_by("-created_at", "-pk")[:limit])

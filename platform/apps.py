@@ -8,3 +8,6 @@ class PlatformConfig(AppConfig):
     name = "platform"
     verbose_name = "Sluice platform"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from platform import openapi  # noqa: F401  (registers the schema's field extension)

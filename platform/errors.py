@@ -17,7 +17,8 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
-from rest_framework import exceptions, status
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 
 logger = logging.getLogger(__name__)
@@ -144,3 +145,49 @@ def bad_request(request, exception=None):
 
 def permission_denied(request, exception=None):
     return JsonResponse(error_body("Permission denied.", type="permission_error"), status=403)
+
+
+# The same body in the OpenAPI schema: one shared component, and the statuses each operation can answer.
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    type = serializers.CharField()
+    param = serializers.CharField(allow_null=True)
+    code = serializers.CharField(allow_null=True)
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+
+
+ERROR_STATUSES = {
+    400: "An invalid field (named in `param`), unknown model, over-long prompt, invalid JSON, or a prompt "
+         "blocked by the content policy (`content_filter`); an upstream refusal (`upstream_rejected`).",
+    401: "A missing, malformed, unknown, revoked, expired or suspended key, or an inactive account "
+         "(`invalid_api_key`).",
+    403: "The key lacks this endpoint's scope (`permission_denied`) or may not use the model (`model_not_allowed`).",
+    404: "No such object here (`not_found`, `model_not_found`).",
+    409: "The key is expired, suspended or already rotated (`key_expired`, `key_suspended`, "
+         "`key_already_rotated`), or its expiry can no longer change.",
+    413: "The body is over `SLUICE_MAX_BODY_BYTES` (`request_too_large`).",
+    415: "The body is not JSON (`unsupported_media_type`).",
+    429: "Requests or tokens per minute (`rate_limit_exceeded`, with `Retry-After`), or a spent daily or monthly "
+         "quota (`insufficient_quota`, `x-should-retry: false`).",
+    502: "A remote model's server failed (`upstream_error`).",
+    503: "Busy or unavailable for a moment: the engine's queue is full (`engine_overloaded`), the database or a "
+         "check cannot be reached, or no upstream server can (`upstream_unavailable`, `upstream_overloaded`); "
+         "`Retry-After` says when to retry.",
+    504: "A remote model's server was silent too long (`upstream_timeout`).",
+}
+KEYED = (401, 403, 429, 503)  # what any keyed request can be answered, whatever it asks
+WITH_BODY = (400, 413, 415)  # and one that sends a JSON body
+
+
+def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
+    """``extend_schema(responses=...)`` entries for these error statuses, each with the one error body."""
+    return {code: OpenApiResponse(ErrorSerializer, description=ERROR_STATUSES[code])
+            for code in sorted(set(statuses))}
+
+RETRY_AFTER = OpenApiParameter("Retry-After", str, location=OpenApiParameter.HEADER, response=[429, 503],
+                               description="Seconds to wait before retrying.")

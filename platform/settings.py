@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "accounts",
     "moderation",
     "inference",
+    "platform.console.apps.ConsoleConfig",  # the account holder's console at /console/
     "platform.apps.PlatformConfig",  # the admin dashboard, its templates, static files and commands
 ]
 
@@ -148,6 +149,15 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    # Request bodies get their own components (`...Request`): input rules (no NUL, not blank) and no read-only
+    # fields there, the answers' shapes as they are.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "platform.openapi.server_limits"],
+    # Names for the constant `object` fields of OpenAI's response objects.
+    "ENUM_NAME_OVERRIDES": {
+        "ListObjectEnum": ["list"], "ModelObjectEnum": ["model"], "UsageObjectEnum": ["usage"],
+        "ChatCompletionObjectEnum": ["chat.completion"], "TextCompletionObjectEnum": ["text_completion"],
+    },
 }
 
 # The model. Defaults to the packaged SmolLM2-135M-Instruct GGUF (see inference/model_files.py).
@@ -228,7 +238,7 @@ SLUICE_RESERVATION_STALE_S = env_float("SLUICE_RESERVATION_STALE_S", 30.0, minim
 if SLUICE_RESERVATION_SWEEP_S and SLUICE_RESERVATION_STALE_S < 2 * SLUICE_RESERVATION_SWEEP_S:
     raise ImproperlyConfigured("SLUICE_RESERVATION_STALE_S must be at least twice SLUICE_RESERVATION_SWEEP_S")
 # SLUICE_ENGINE=fake only: seconds per generated token, so fault tests and the soak have streams that last.
-SLUICE_FAKE_TOKEN_DELAY_S = env_float("SLUICE_FAKE_TOKEN_DELAY_S", 0.0)
+SLUICE_FAKE_TOKEN_DELAY_S = env_float("SLUICE_FAKE_TOKEN_DELAY_S", 0.0, minimum=0.0)
 
 # GET /metrics (Prometheus). Off unless a token or networks are set; every check that is set must pass.
 SLUICE_METRICS_TOKEN = env_str("SLUICE_METRICS_TOKEN", "")
@@ -311,3 +321,22 @@ LOGGING = {
     "loggers": {"django.request": {"level": "ERROR", "filters": ["not_ready_is_no_error"]},
                 "httpx": {"level": "WARNING"}},
 }
+
+# The account holder's console (/console/, platform/console): Django's auth, sessions and CSRF. Its sign-in is
+# throttled by django-ratelimit on the shared cache (platform/console/views.py), per username and per address.
+LOGIN_URL = "console:login"
+LOGIN_REDIRECT_URL = "console:home"
+LOGOUT_REDIRECT_URL = "console:login"
+SLUICE_CONSOLE_LOGIN_RATE_USER = env_str("SLUICE_CONSOLE_LOGIN_RATE_USER", "5/m")  # failed and not, per username
+SLUICE_CONSOLE_LOGIN_RATE_IP = env_str("SLUICE_CONSOLE_LOGIN_RATE_IP", "20/m")  # per client address
+# Links in invitation emails sent from the command line or the admin (the console's own pages use the request's host).
+SLUICE_CONSOLE_BASE_URL = env_str("SLUICE_CONSOLE_BASE_URL", "http://127.0.0.1:8000")
+# The playground's short-lived key, made for the signed-in member (inference scope only).
+SLUICE_PLAYGROUND_KEY_TTL_S = env_int("SLUICE_PLAYGROUND_KEY_TTL_S", 3600, minimum=60)
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "sluice@localhost")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)

@@ -15,6 +15,7 @@ urlpatterns = [
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
     # Swagger UI; its start-up script is a separate request (/docs?script), not inline, for the strict CSP.
     path("docs", SpectacularSwaggerSplitView.as_view(url_name="schema", template_name="sluice/swagger_ui.html"), name="docs"),
+    path("console/", include("platform.console.urls")),  # the account holder's console
     path("admin/", include("platform.admin_urls")),  # the dashboard (admin index) and report downloads
     path("admin/", admin.site.urls),
 ]
