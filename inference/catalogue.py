@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import DatabaseError
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +65,8 @@ def _refresh() -> None:
                 _rows = [(entry.name, entry.enabled, entry.alias_of, None if entry.alias_of else _entry_config(entry))
                          for entry in CatalogueEntry.objects.all()]
                 _version = version
-        except DatabaseError as error:  # keep serving what was last read; the next poll tries again
+        except Exception as error:  # noqa: BLE001 - an overlay: keep serving what was last read (the setting's
+            # models at least) through a database outage or where no database may be used; the next poll retries
             logger.warning("The model catalogue could not be read: %s: %s", type(error).__name__, error)
         _checked_at = now
 

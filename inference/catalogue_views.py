@@ -18,7 +18,7 @@ from inference.catalogue_services import catalogue_entry_delete, catalogue_entry
 from inference.models import CatalogueEntry
 
 
-@extend_schema(tags=["admin"])
+@extend_schema(exclude=True)  # the operators' API (README: Models), not part of the customer API's schema
 class CatalogueEntryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
                             mixins.UpdateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
     authentication_classes = [SessionAuthentication]
