@@ -135,6 +135,11 @@ class Engine(ABC):
     def stats(self) -> dict:
         return {}
 
+    def generation_defaults(self) -> dict:
+        """The model's own sampling defaults (its generation config, or its card's advice); see
+        ``inference.sampling_defaults``."""
+        return {}
+
     def run_exclusive(self, work: Callable[[], T]) -> T:
         """Run CPU work that would otherwise compete with this engine's forward passes (moderation's
         encoder). A local engine runs it between two of its steps; others run it at once."""

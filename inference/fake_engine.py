@@ -66,6 +66,10 @@ class FakeEngine(Engine):
         self.submitted: list[tuple[list[int], SamplingParams]] = []
         self.handles: list[FakeHandle] = []
         self.max_running = max_running
+        self.own_defaults: dict = {}  # what a real model's generation config would say
+
+    def generation_defaults(self) -> dict:
+        return self.own_defaults
 
     def encode(self, text: str) -> list[int]:
         return [ord(char) for char in text]

@@ -1,8 +1,9 @@
 """Which engine serves which model: the local one and the remote ones, side by side.
 
 The local model (the process-wide engine of ``inference.engine``) is the zero-configuration default; a worker
-with ``SLUICE_LOCAL_MODEL=0`` serves remote models only and never loads it. Remote models come from
-``SLUICE_REMOTE_MODELS``; each gets one RemoteEngine per worker process, built on first use.
+with ``SLUICE_LOCAL_MODEL=0`` serves remote models only and never loads it. Remote models and aliases come
+from the catalogue (``SLUICE_REMOTE_MODELS`` overlaid with the database's entries, ``inference.catalogue``);
+each remote model gets one RemoteEngine per worker process, built on first use and rebuilt when it changes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 
 from django.conf import settings
 
+from inference.catalogue import catalogue_current, catalogue_forget
 from inference.engine import Engine, engine_if_loaded, get_engine
 
 
@@ -27,16 +29,23 @@ def _local_model_id() -> str | None:
 
 
 def available_models() -> list[str]:
-    """Every model id served here: the local one first, then the remote ones in their configured order."""
+    """Every model id served here: the local one first, then the remote ones and the aliases of served models."""
     local = _local_model_id()
-    return ([local] if local else []) + [model for model in settings.SLUICE_REMOTE_MODELS if model != local]
+    catalogue = catalogue_current()
+    served = ([local] if local else []) + [model for model in catalogue.remote if model != local]
+    return served + [alias for alias, target in catalogue.aliases.items() if target in served and alias not in served]
 
 
 def engine_for(model_id: str) -> Engine:
-    if model_id == _local_model_id():
+    """The engine serving ``model_id`` now. A request keeps the engine it got: a later change to the catalogue
+    builds a new engine for new requests and lets this one finish (``RemoteEngine.retire``)."""
+    catalogue = catalogue_current()
+    _sweep(catalogue)
+    target = catalogue.aliases.get(model_id, model_id)
+    if target == _local_model_id():
         return get_engine()
-    if model_id in settings.SLUICE_REMOTE_MODELS:
-        return _remote_engine(model_id)
+    if target in catalogue.remote:
+        return _remote_engine(target, catalogue.remote[target])
     raise UnknownModel(model_id)
 
 
@@ -47,25 +56,36 @@ def default_engine() -> Engine:
 
 _remote: dict[str, tuple[str, Engine]] = {}
 _remote_lock = threading.Lock()
+_swept_revision: tuple | None = None
 
 
 def _fingerprint(config: dict) -> str:
-    # Settings can change under a running process only in tests; a changed entry gets a fresh engine.
+    # A changed entry (catalogue or settings) gets a fresh engine.
     timeouts = (settings.SLUICE_UPSTREAM_CONNECT_TIMEOUT_S, settings.SLUICE_UPSTREAM_READ_TIMEOUT_S)
     return json.dumps([config, timeouts], sort_keys=True)
 
 
-def _remote_engine(model_id: str) -> Engine:
+def _sweep(catalogue) -> None:
+    """Retire the engines of models no longer served (removed or disabled)."""
+    global _swept_revision
+    if catalogue.revision == _swept_revision:
+        return
+    with _remote_lock:
+        for model_id in [m for m in _remote if m not in catalogue.remote]:
+            _remote.pop(model_id)[1].retire()
+        _swept_revision = catalogue.revision
+
+
+def _remote_engine(model_id: str, config: dict) -> Engine:
     from inference.remote_engine import RemoteEngine
 
-    config = settings.SLUICE_REMOTE_MODELS[model_id]
     fingerprint = _fingerprint(config)
     with _remote_lock:
         entry = _remote.get(model_id)
         if entry is not None and entry[0] == fingerprint:
             return entry[1]
         if entry is not None:
-            entry[1].close()
+            entry[1].retire()  # requests running on it finish on the configuration they started with
         engine = RemoteEngine.from_settings(model_id, config)
         engine.start_probes()
         _remote[model_id] = (fingerprint, engine)
@@ -80,13 +100,16 @@ def remote_engines_loaded() -> list[Engine]:
 def remote_engines_start() -> None:
     """Build every remote engine now (worker start): their health probes run and their tokenizers are loaded
     before the first request."""
-    for model_id in settings.SLUICE_REMOTE_MODELS:
-        _remote_engine(model_id).warm_up()
+    for model_id, config in catalogue_current().remote.items():
+        _remote_engine(model_id, config).warm_up()
 
 
 def remote_engines_reset() -> None:
-    """Close and forget the remote engines (tests; a later request builds them again from the settings)."""
+    """Close and forget the remote engines and the catalogue read (tests; a later request builds them again)."""
+    global _swept_revision
     with _remote_lock:
         for _, engine in _remote.values():
             engine.close()
         _remote.clear()
+        _swept_revision = None
+    catalogue_forget()

@@ -93,11 +93,13 @@ class RemoteEngine(Engine):
         health_interval: float = 10.0,
         max_connections: int = 256,
         transport: httpx.BaseTransport | None = None,
+        defaults: dict | None = None,
     ):
         if not urls:
             raise ValueError("a remote model needs at least one upstream URL")
         self.model_id = model_id
         self.upstream_model = upstream_model or model_id
+        self.operator_defaults = dict(defaults or {})  # the entry's sampling defaults (inference.sampling_defaults)
         self.context_window = context_window or UNKNOWN_CONTEXT_WINDOW
         self.upstreams = [Upstream(url.rstrip("/")) for url in urls]
         self._counter = counter or EstimatedCounter()
@@ -111,6 +113,7 @@ class RemoteEngine(Engine):
         self._turn = 0
         self._stop = threading.Event()
         self._prober: threading.Thread | None = None
+        self._retired = False
         for upstream in self.upstreams:
             metrics.UPSTREAM_HEALTHY.labels(model_id, upstream.label).set(1)
             metrics.UPSTREAM_OUTSTANDING.labels(model_id, upstream.label).set(0)
@@ -129,6 +132,7 @@ class RemoteEngine(Engine):
             read_timeout=settings.SLUICE_UPSTREAM_READ_TIMEOUT_S,
             health_interval=settings.SLUICE_UPSTREAM_HEALTH_INTERVAL_S,
             max_connections=settings.SLUICE_UPSTREAM_MAX_CONNECTIONS,
+            defaults=config.get("defaults"),
         )
 
     # --- counting (admission needs a prompt count before anything is sent) ---
@@ -155,6 +159,9 @@ class RemoteEngine(Engine):
         if (messages is None) == (prompt is None):
             raise ValueError("a remote engine forwards either messages (chat) or a prompt (completion)")
         path, body = self._upstream_request(params, messages=messages, prompt=prompt)
+        if self._client.is_closed:  # retired between choosing this engine and starting on it
+            raise EngineError(f"The model '{self.model_id}' was just reconfigured; retry.", status_code=503,
+                              code="upstream_unavailable", retry_after=1)
         tried: list[Upstream] = []
         overloaded, retry_after = False, None
         while True:
@@ -187,9 +194,10 @@ class RemoteEngine(Engine):
             "stream": True,
             "stream_options": {"include_usage": True},
             "max_tokens": params.max_tokens,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
         }
+        for name in ("temperature", "top_p", "top_k"):  # what nobody set is the upstream's to choose
+            if name not in params.unset and (name != "top_k" or params.top_k):
+                body[name] = getattr(params, name)
         if params.stop:
             body["stop"] = list(params.stop)
         if params.seed is not None:
@@ -284,6 +292,9 @@ class RemoteEngine(Engine):
         with self._lock:
             upstream.outstanding -= 1
             outstanding = upstream.outstanding
+            idle_and_retired = self._retired and not any(u.outstanding for u in self.upstreams)
+        if idle_and_retired:
+            self.close()
         metrics.UPSTREAM_OUTSTANDING.labels(self.model_id, upstream.label).set(outstanding)
         metrics.UPSTREAM_REQUESTS.labels(self.model_id, upstream.label, outcome).inc()
 
@@ -331,6 +342,15 @@ class RemoteEngine(Engine):
     def close(self) -> None:
         self._stop.set()
         self._client.close()
+
+    def retire(self) -> None:
+        """The catalogue changed this model: stop probing, and close once the requests running here are done."""
+        self._stop.set()
+        with self._lock:
+            self._retired = True
+            idle = not any(u.outstanding for u in self.upstreams)
+        if idle:
+            self.close()
 
 
 class RemoteTextStream:

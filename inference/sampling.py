@@ -10,11 +10,15 @@ class SamplingParams:
     max_tokens: int
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k cut
     seed: int | None = None
     stop: tuple[str, ...] = ()
     # vLLM extensions, so a benchmark can ask for exactly N tokens.
     min_tokens: int = 0
     ignore_eos: bool = False
+    # Fields neither the request nor any default of the model set (see inference.sampling_defaults): a remote
+    # engine leaves them out, so the upstream applies its own.
+    unset: tuple[str, ...] = ()
 
     @property
     def greedy(self) -> bool:

@@ -104,8 +104,10 @@ class GenerationOptionsSerializer(StrictJSONTypes, serializers.Serializer):
 
     model = serializers.CharField()
     max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
-    temperature = serializers.FloatField(required=False, default=1.0, min_value=0.0, max_value=2.0)
-    top_p = serializers.FloatField(required=False, default=1.0, min_value=0.0, max_value=1.0)
+    # No defaults here: a field left out (or null) takes the model's default (inference.sampling_defaults).
+    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0.0, max_value=2.0)
+    top_p = serializers.FloatField(required=False, allow_null=True, min_value=0.0, max_value=1.0)
+    top_k = serializers.IntegerField(required=False, allow_null=True, min_value=0)  # vLLM's; 0 = off
     stop = StringOrListField(required=False, allow_null=True, max_items=4)
     # OpenAI's bounds (a signed 64-bit integer); torch's generator and vLLM's take no more.
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=-(2**63), max_value=2**63 - 1)
@@ -127,7 +129,7 @@ class GenerationOptionsSerializer(StrictJSONTypes, serializers.Serializer):
         return value
 
     def validate_top_p(self, value):
-        if value <= 0:
+        if value is not None and value <= 0:
             raise serializers.ValidationError("Must be greater than 0.")
         return value
 

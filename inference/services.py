@@ -19,6 +19,7 @@ from inference.engine import Engine, EngineBusy, EngineError, TextStream
 from inference.observation import observation_current
 from inference.registry import UnknownModel, available_models, default_engine, engine_for
 from inference.sampling import SamplingParams
+from inference.sampling_defaults import FIELDS, defaults_for
 from moderation.guard import OutputGuard
 from moderation.policies import policy_for
 from moderation.services import (
@@ -50,6 +51,8 @@ class GenerationJob:
     include_usage: bool = False
     messages: tuple[dict, ...] | None = None
     prompt: str | None = None
+    # The engine the job was validated against: the request runs on it even if the catalogue changes meanwhile.
+    engine: Engine | None = field(default=None, compare=False, repr=False)
 
     @property
     def input_texts(self) -> list[str]:
@@ -91,11 +94,16 @@ def _engine_for(model: str) -> Engine:
         ) from None
 
 
-def _sampling_params(data: dict, *, max_tokens: int | None) -> SamplingParams:
+def _sampling_params(data: dict, *, max_tokens: int | None, engine: Engine) -> SamplingParams:
+    """The request's own fields; what it leaves out (or sends as null), the model's defaults."""
+    defaults, unset = defaults_for(engine)
+    given = {name: data[name] for name in FIELDS if data.get(name) is not None}
     return SamplingParams(
         max_tokens=max_tokens,
-        temperature=data.get("temperature", 1.0),
-        top_p=data.get("top_p", 1.0),
+        temperature=given.get("temperature", defaults["temperature"]),
+        top_p=given.get("top_p", defaults["top_p"]),
+        top_k=given.get("top_k", defaults["top_k"]),
+        unset=tuple(name for name in unset if name not in given),
         seed=data.get("seed"),
         stop=tuple(data.get("stop") or ()),
         min_tokens=data.get("min_tokens", 0),
@@ -141,23 +149,25 @@ def job_for_chat(*, data: dict) -> GenerationJob:
     requested = data.get("max_completion_tokens") or data.get("max_tokens")
     param = "max_completion_tokens" if data.get("max_completion_tokens") else "max_tokens"
     max_tokens = _resolve_max_tokens(requested, settings.SLUICE_DEFAULT_MAX_TOKENS, param=param)
-    params = _sampling_params(data, max_tokens=max_tokens)
+    params = _sampling_params(data, max_tokens=max_tokens, engine=engine)
     messages = tuple({"role": message["role"], "content": message["content"]} for message in data["messages"])
     prompt_ids = engine.encode_chat(list(messages))
     _check_lengths(engine, prompt_ids, params, param="messages")
     include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
-    return GenerationJob(ENDPOINT_CHAT, data["model"], prompt_ids, params, include_usage, messages=messages)
+    return GenerationJob(ENDPOINT_CHAT, data["model"], prompt_ids, params, include_usage, messages=messages,
+                         engine=engine)
 
 
 def job_for_completion(*, data: dict) -> GenerationJob:
     engine = _engine_for(data["model"])
     max_tokens = _resolve_max_tokens(data.get("max_tokens"), 16, param="max_tokens")  # OpenAI's default
-    params = _sampling_params(data, max_tokens=max_tokens)
+    params = _sampling_params(data, max_tokens=max_tokens, engine=engine)
     prompt = data["prompt"][0]
     prompt_ids = engine.encode(prompt)
     _check_lengths(engine, prompt_ids, params, param="prompt")
     include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
-    return GenerationJob(ENDPOINT_COMPLETIONS, data["model"], prompt_ids, params, include_usage, prompt=prompt)
+    return GenerationJob(ENDPOINT_COMPLETIONS, data["model"], prompt_ids, params, include_usage, prompt=prompt,
+                         engine=engine)
 
 
 def job_for_generate(*, data: dict) -> GenerationJob:
@@ -168,7 +178,7 @@ def job_for_generate(*, data: dict) -> GenerationJob:
     messages = ({"role": "user", "content": data["text"]},)
     prompt_ids = engine.encode_chat(list(messages))
     _check_lengths(engine, prompt_ids, params, param="text")
-    return GenerationJob(ENDPOINT_GENERATE, engine.model_id, prompt_ids, params, messages=messages)
+    return GenerationJob(ENDPOINT_GENERATE, engine.model_id, prompt_ids, params, messages=messages, engine=engine)
 
 
 @dataclass
@@ -288,7 +298,7 @@ def generation_start(*, key: ApiKey, request_id: str, job: GenerationJob, stream
         key_check_access(key=key, model=job.model, endpoint=job.endpoint)
     except AccessRefused as refused:
         raise ApiError(str(refused), status_code=403, type="permission_error", code="model_not_allowed", param="model")
-    engine = _engine_for(job.model)
+    engine = job.engine or _engine_for(job.model)
     observation_current().model = job.model
     context = ModerationContext(account=key.account, api_key=key, request_id=request_id, endpoint=job.endpoint)
     policy = policy_for(key.account)

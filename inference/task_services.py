@@ -12,6 +12,7 @@ from django.conf import settings
 from accounts.models import ApiKey
 from accounts.services import AccessRefused, key_check_access, request_admit, request_settle
 from inference.engine import Engine, get_engine
+from inference.prompted_tasks import prompted_qa_run, prompted_sentiment_run
 from inference.services import moderation_scorer
 from inference.task_models import dedicated_pipeline, pipeline_qa, pipeline_sentiment
 from moderation.models import BLOCK
@@ -28,13 +29,6 @@ def _check_access(key: ApiKey, engine: Engine, endpoint: str) -> None:
         key_check_access(key=key, model=engine.model_id, endpoint=endpoint)
     except AccessRefused as refused:
         raise ApiError(str(refused), status_code=403, type="permission_error", code="model_not_allowed") from None
-
-
-def _check_model(engine: Engine, model: str | None) -> None:
-    """``model`` is optional; when sent it must name the model that answers (the one the body reports)."""
-    if model is not None and model != engine.model_id:
-        raise ApiError(f"The model '{model}' does not exist for this task. Available: {engine.model_id}.",
-                       param="model", code="model_not_found")
 
 
 def _check_length(engine: Engine, text: str, *, param: str) -> int:
@@ -79,10 +73,12 @@ def _body(engine: Engine, data: list[dict], tokens: int) -> dict:
             "usage": {"prompt_tokens": tokens, "completion_tokens": 0, "total_tokens": tokens}}
 
 
-def sentiment_run(*, key: ApiKey, request_id: str, texts: list[str],
-                  model: str | None = None) -> tuple[dict, dict[str, str]]:
+def sentiment_run(*, key: ApiKey, request_id: str, texts: list[str], model: str | None = None
+                  ) -> tuple[dict, dict[str, str]]:
+    if model is not None:  # a named generator: the task by prompting it (an unknown name is a 400 there)
+        return prompted_sentiment_run(key=key, request_id=request_id, texts=texts, model=model,
+                                      endpoint=ENDPOINT_SENTIMENT)
     engine = get_engine()  # the local model: tasks score with its forward passes
-    _check_model(engine, model)
     _check_access(key, engine, ENDPOINT_SENTIMENT)
     tokens = sum(_check_length(engine, text, param=f"input[{i}]") for i, text in enumerate(texts))
     context = ModerationContext(account=key.account, api_key=key, request_id=request_id, endpoint=ENDPOINT_SENTIMENT)
@@ -96,10 +92,11 @@ def sentiment_run(*, key: ApiKey, request_id: str, texts: list[str],
     return _body(engine, data, tokens), admission.headers
 
 
-def qa_run(*, key: ApiKey, request_id: str, pairs: list[tuple[str, str]],
-           model: str | None = None) -> tuple[dict, dict[str, str]]:
+def qa_run(*, key: ApiKey, request_id: str, pairs: list[tuple[str, str]], model: str | None = None
+           ) -> tuple[dict, dict[str, str]]:
+    if model is not None:  # a named generator: the task by prompting it (an unknown name is a 400 there)
+        return prompted_qa_run(key=key, request_id=request_id, pairs=pairs, model=model, endpoint=ENDPOINT_QA)
     engine = get_engine()  # the local model: tasks score with its forward passes
-    _check_model(engine, model)
     _check_access(key, engine, ENDPOINT_QA)
     tokens = sum(_check_length(engine, question + "\n" + context_text, param=f"input[{i}].context")
                  for i, (question, context_text) in enumerate(pairs))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from django.conf import settings
 
@@ -10,12 +11,14 @@ from inference.engine import Engine, EngineBusy
 from inference.microbatch import MicroBatcher
 from inference.model_files import load_model_and_tokenizer, model_source_from_settings
 from inference.sampling import SamplingParams
+from inference.sampling_defaults import generation_config_defaults, model_card_defaults
 from inference.tasks.qa import answer_questions
 from inference.tasks.sentiment import classify_sentiment
 
 
 class TransformersEngine(Engine):
-    def __init__(self, *, model, tokenizer, model_id: str, max_batch_size: int, max_queue: int):
+    def __init__(self, *, model, tokenizer, model_id: str, max_batch_size: int, max_queue: int,
+                 model_card_defaults: dict | None = None):
         from inference.scheduler import BatchScheduler
         from inference.torch_threads import model_threads
 
@@ -23,6 +26,8 @@ class TransformersEngine(Engine):
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.context_window = int(getattr(model.config, "max_position_embeddings", 2048))
+        # The packaged GGUF's generation_config sets no sampling field; its card's advice fills in.
+        self._defaults = generation_config_defaults(model.generation_config) or dict(model_card_defaults or {})
         eos_ids = {tokenizer.eos_token_id}
         if isinstance(model.generation_config.eos_token_id, int):
             eos_ids.add(model.generation_config.eos_token_id)
@@ -52,7 +57,11 @@ class TransformersEngine(Engine):
             model_id=settings.SLUICE_MODEL_ID,
             max_batch_size=settings.SLUICE_MAX_BATCH_SIZE,
             max_queue=settings.SLUICE_MAX_QUEUE,
+            model_card_defaults=model_card_defaults(source.gguf_file or Path(source.path).name),
         )
+
+    def generation_defaults(self) -> dict:
+        return self._defaults
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)

@@ -132,7 +132,42 @@ def env_networks(name: str, default: str) -> list:
     return networks
 
 
-_REMOTE_FIELDS = {"urls", "api_key", "tokenizer", "upstream_model", "context_window"}
+_REMOTE_FIELDS = {"urls", "api_key", "tokenizer", "upstream_model", "context_window", "defaults"}
+# Sampling fields a model may have a default for, with each one's allowed range (as a request's).
+SAMPLING_DEFAULT_RANGES = {"temperature": (float, 0.0, 2.0), "top_p": (float, 1e-9, 1.0), "top_k": (int, 0, 1 << 20)}
+
+
+def sampling_defaults_problem(value) -> str | None:
+    """Why ``value`` is not a valid set of sampling defaults (``{"temperature": 0.2, "top_p": 0.9}``), or None."""
+    if not isinstance(value, dict):
+        return "must be an object like {\"temperature\": 0.2, \"top_p\": 0.9}"
+    for name, number in value.items():
+        if name not in SAMPLING_DEFAULT_RANGES:
+            return f"has an unknown field {name!r}; known: {', '.join(SAMPLING_DEFAULT_RANGES)}"
+        kind, low, high = SAMPLING_DEFAULT_RANGES[name]
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or (kind is int and not isinstance(number, int)):
+            return f"{name} must be a number" if kind is float else f"{name} must be an integer"
+        if not low <= number <= high:
+            return f"{name} must be between {low:g} and {high:g}"
+    return None
+
+
+def model_defaults_from_env(name: str) -> dict[str, dict]:
+    """Per-model sampling defaults as JSON: ``{"model-id": {"temperature": 0.2, "top_p": 0.9, "top_k": 40}}``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name} must be JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured(f"{name} must be a JSON object mapping model ids to their defaults")
+    for model_id, defaults in value.items():
+        problem = sampling_defaults_problem(defaults)
+        if problem:
+            raise ImproperlyConfigured(f"{name}[{model_id!r}] {problem}")
+    return value
 REMOTE_TOKENIZERS = ("local", "none")
 
 
@@ -178,7 +213,12 @@ def remote_models_from_env(name: str) -> dict[str, dict]:
         context_window = spec.get("context_window")
         if context_window is not None and (not isinstance(context_window, int) or context_window < 1):
             raise ImproperlyConfigured(f"{where}.context_window must be a positive integer")
+        defaults = spec.get("defaults", {})
+        problem = sampling_defaults_problem(defaults)
+        if problem:
+            raise ImproperlyConfigured(f"{where}.defaults {problem}")
         models[model_id] = {
+            "defaults": defaults,
             "urls": [url.rstrip("/") for url in urls],
             "api_key": api_key,
             "tokenizer": tokenizer,

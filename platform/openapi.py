@@ -66,8 +66,8 @@ def _generation_limits() -> dict[str, dict]:
 
 
 def _task_limits() -> dict[str, dict]:
-    local = available_models()[:1] if settings.SLUICE_LOCAL_MODEL else []
-    return {"model": {"enum": local, "description": "The local model, the one tasks run on."}}
+    return {"model": {"enum": available_models(), "description": "A served generator (local, remote or an alias) to "
+                      "run the task on by prompting it; left out, the default task model answers."}}
 
 
 def _every_alternative_requires_something(body: dict, components: dict) -> bool:

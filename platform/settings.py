@@ -24,6 +24,7 @@ from platform.env import (
     env_networks,
     env_origins,
     env_str,
+    model_defaults_from_env,
     remote_models_from_env,
     secret_key_refuse_weak,
 )
@@ -209,6 +210,16 @@ SLUICE_UPSTREAM_CONNECT_TIMEOUT_S = env_float("SLUICE_UPSTREAM_CONNECT_TIMEOUT_S
 SLUICE_UPSTREAM_READ_TIMEOUT_S = env_float("SLUICE_UPSTREAM_READ_TIMEOUT_S", 120.0, minimum=0.05)
 SLUICE_UPSTREAM_HEALTH_INTERVAL_S = env_float("SLUICE_UPSTREAM_HEALTH_INTERVAL_S", 10.0, minimum=0.5)
 SLUICE_UPSTREAM_MAX_CONNECTIONS = env_int("SLUICE_UPSTREAM_MAX_CONNECTIONS", 256, minimum=1)
+
+# --- The model catalogue (issue 17) ---
+# Sampling defaults per model id, for fields a request leaves out (JSON, see README "Sampling defaults"):
+# {"model-id": {"temperature": 0.2, "top_p": 0.9, "top_k": 40}}. Beats the model's own generation config.
+SLUICE_MODEL_DEFAULTS = model_defaults_from_env("SLUICE_MODEL_DEFAULTS")
+# Remote models and aliases are also kept in the database (admin, /v1/admin/models), SLUICE_REMOTE_MODELS being
+# the base they overlay. Each worker checks the catalogue's version at most this often (seconds; 0: on every
+# request): a change reaches every worker of every host within this bound.
+SLUICE_CATALOGUE_POLL_S = env_float("SLUICE_CATALOGUE_POLL_S", 2.0, minimum=0.0)
+# --- end of the model catalogue block ---
 
 # A worker keeps each authenticated key this many seconds before reading it again (0: every request reads the
 # database); a revoked or suspended key therefore stops working on every worker within this bound.

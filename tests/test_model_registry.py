@@ -73,7 +73,7 @@ def test_the_remote_models_setting_fills_in_defaults(monkeypatch):
     monkeypatch.setenv("SLUICE_REMOTE_MODELS", '{"m": {"urls": ["http://h1:8000/v1/", "https://h2/v1"]}}')
     assert remote_models_from_env("SLUICE_REMOTE_MODELS") == {
         "m": {"urls": ["http://h1:8000/v1", "https://h2/v1"], "api_key": "", "tokenizer": "none",
-              "upstream_model": "m", "context_window": None},
+              "upstream_model": "m", "context_window": None, "defaults": {}},
     }
 
 

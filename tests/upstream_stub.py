@@ -12,7 +12,8 @@ class StubUpstream:
     """Streams ``chunks`` for /v1/chat/completions and /v1/completions, then ``usage`` (if any) and [DONE].
 
     ``status`` other than 200 answers an OpenAI error body instead; ``break_after`` drops the connection after
-    that many chunks; ``hold`` (an Event) keeps the request waiting before its first byte until it is set.
+    that many chunks; ``hold`` (an Event) keeps the request waiting before its first byte until it is set;
+``pause_after`` stops a stream after that many chunks (setting ``paused``) until ``resume`` is set.
     Every request (path, body, authorization header) is kept in ``requests``.
     """
 
@@ -24,6 +25,9 @@ class StubUpstream:
         self.error_message = "upstream says no"
         self.break_after: int | None = None
         self.hold: threading.Event | None = None
+        self.pause_after: int | None = None
+        self.paused = threading.Event()
+        self.resume = threading.Event()
         self.models_status = 200
         self.requests: list[dict] = []
         stub = self
@@ -59,6 +63,9 @@ class StubUpstream:
                 for index, text in enumerate(stub.chunks):
                     if stub.break_after is not None and index >= stub.break_after:
                         return  # the connection drops mid-stream
+                    if index == stub.pause_after:
+                        stub.paused.set()
+                        stub.resume.wait(30)
                     choice = {"index": 0, "delta": {"content": text}} if chat else {"index": 0, "text": text}
                     self._event({"object": "chunk", "choices": [{**choice, "finish_reason": None}]})
                 final = {"index": 0, "delta": {}} if chat else {"index": 0, "text": ""}
@@ -84,6 +91,7 @@ class StubUpstream:
     def stop(self) -> None:
         if self.hold is not None:
             self.hold.set()
+        self.resume.set()
         self._server.shutdown()
         self._server.server_close()
 
