@@ -169,31 +169,60 @@ def test_it_counts_tokens_in_the_encoder_vocabulary():
     assert count_tokens("word " * 1000) == 1000
 
 
-def test_the_stored_heads_were_fitted_on_the_current_examples():
-    import numpy as np
+def test_the_shipped_classifier_matches_its_manifest_and_loads_offline():
+    import hashlib
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    from moderation.detectors import HEADS_FILE, examples_digest
+    from moderation import artefact, training_data
 
-    with np.load(HEADS_FILE) as stored:
-        assert str(stored["examples_digest"]) == examples_digest(), "run moderation/data/build_heads.py"
+    path = artefact.classifier_path()
+    manifest = json.loads(path.with_suffix(".json").read_text())
+    assert manifest["artefact_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert manifest["label_map_sha256"] == hashlib.sha256(training_data.LABEL_MAP.read_bytes()).hexdigest()
+    assert manifest["categories"] == list(training_data.heads())
+    assert "all-MiniLM-L6-v2" in manifest["base_model"] and manifest["training_command"] == artefact.TRAINING_COMMAND
+    assert manifest["data_files"] and all(len(digest) == 64 for digest in manifest["data_files"].values())
+    assert {"davidson", "hatecheck", "all"} <= set(manifest["dev_report"])
+    # Small, and never a copy of the base model.
+    assert path.stat().st_size < 12_000_000
+    # It loads and scores in a fresh process with no network (HF_HUB_OFFLINE) and no cache folder to lean on.
+    code = (
+        "from moderation.detectors import detect, DEFAULT_THRESHOLD;"
+        "d = detect('You are a worthless idiot and everyone hates you.');"
+        "print(d.scores['harassment'] >= DEFAULT_THRESHOLD)"
+    )
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
 
 
-def test_the_profanity_model_gives_profanity_checks_own_numbers(settings, tmp_path):
-    from profanity_check import predict_prob, profanity_check
+@pytest.mark.parametrize("damage", ["corrupt", "missing"])
+def test_an_unreadable_classifier_fails_start_up_naming_the_file_and_the_training_command(tmp_path, damage):
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    from moderation.detectors import _Profanity
+    from moderation import artefact
 
-    settings.SLUICE_MODEL_CACHE_DIR = str(tmp_path)
-    texts = ["", "the and of", "You are a fucking idiot.", "Have a lovely day, friend!", "shit shit shit",
-             "ÜBER-cool don't  STOP__now 42x", "a\tb\nc i'm it's"]
-    built = _Profanity()  # from profanity-check's pickles, then cached
-    assert [p.name for p in tmp_path.iterdir()][0].startswith("profanity-")
-    cached = _Profanity()  # from the cache: no scikit-learn
-    analyze = profanity_check.vectorizer.build_analyzer()
-    for ours in (built, cached):
-        assert [ours._analyze(text) for text in texts] == [analyze(text) for text in texts]
-        assert [ours.probability(text) for text in texts] == pytest.approx(list(predict_prob(texts)), abs=1e-12)
-    assert built.offensive_words == cached.offensive_words and "idiot" in cached.offensive_words
+    shipped = artefact.classifier_path()
+    broken = tmp_path / "classifier.npz"
+    (tmp_path / "classifier.json").write_text(shipped.with_suffix(".json").read_text())
+    if damage == "corrupt":
+        content = bytearray(shipped.read_bytes())
+        content[len(content) // 2] ^= 0xFF
+        broken.write_bytes(bytes(content))
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=root, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "SLUICE_MODERATION_CLASSIFIER": str(broken)})
+    assert result.returncode != 0
+    assert str(broken) in result.stderr and "python -m moderation.training" in result.stderr
+    with pytest.raises(artefact.ArtefactError, match="python -m moderation.training"):
+        artefact.verify(broken)
 
 
 def test_the_encoder_forward_pass_matches_the_reference_model():
