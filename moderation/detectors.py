@@ -2,9 +2,9 @@
 
 Pure functions, no Django. ``detect(text)`` and ``detect_many(texts)``:
 
-1. The text is tokenized once and cut at sentence ends into pieces of at most ``CHUNK_TOKENS`` tokens (a
-   short text is one piece); at most ``MAX_CHUNKS`` pieces are read (past that, consecutive pieces are
-   grouped and the encoder reads the start of each group), all in one forward pass of the encoder
+1. The text is tokenized once and cut into its sentences, each a piece of at most ``CHUNK_TOKENS`` tokens;
+   at most ``MAX_CHUNKS`` pieces are read (past that, sentences are joined, then grouped, and the encoder
+   reads the start of each group), all in one forward pass of the encoder
    (``moderation.encoder.Encoder``: all-MiniLM-L6-v2, int8, frozen, as it was when the classifier trained).
 2. A classifier trained on public moderation data (``moderation/training.py``; the data and how its labels
    map onto the categories: ``moderation/data/label_map.toml`` and ``moderation/data/README.md``) scores
@@ -15,7 +15,9 @@ Pure functions, no Django. ``detect(text)`` and ``detect_many(texts)``:
 3. Four categories have (almost) no training data; each is its parent's trained score where a narrow rule
    (``moderation/data/rules.toml``) says the sub-category applies in that piece: sexual/minors (a minor is
    mentioned), violence/graphic (gore vocabulary), self-harm/intent (first person), self-harm/instructions
-   (asks how). One rule adds evidence of its own: a first-person statement of intent to die or self-harm.
+   (asks how). Two thin trained categories, harassment/threatening and hate/threatening, also take their
+   parent's score where a stated threat against a target matches. One rule adds evidence of its own: a
+   first-person statement of intent to die or self-harm.
 4. A sub-category raises its parent (``moderation.categories.PARENTS``).
 
 Spans: for each flagged category, the sentences of a flagged piece that are flagged on their own (read in
@@ -56,10 +58,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD: float = 0.5
 
-# Pieces of at most CHUNK_TOKENS tokens, at most MAX_CHUNKS of them (256 tokens in all). Most training rows
-# (tweets, prompts, statements) fit in one piece, so a piece is read like a training row.
+# A text is read sentence by sentence (pieces of at most CHUNK_TOKENS tokens, at most MAX_CHUNKS of them:
+# 512 tokens in all), and the classifier trained on the pieces of its training rows read the same way.
 CHUNK_TOKENS = 64
-MAX_CHUNKS = 4
+MAX_CHUNKS = 8
 DATA_DIR = Path(__file__).resolve().parent / "data"
 RULES_FILE = DATA_DIR / "rules.toml"
 
@@ -110,30 +112,30 @@ class _Chunk:
 
 
 def chunks(text: str) -> list[_Chunk]:
-    """The stretches of ``text`` the encoder reads: the whole text when it fits in one window.
+    """The stretches of ``text`` the encoder reads: its sentences, each on its own (a sentence longer than
+    CHUNK_TOKENS tokens is cut between tokens), so a harmless sentence beside a harmful one does not dilute it.
 
-    A longer text is cut at sentence ends into pieces of at most CHUNK_TOKENS tokens (a longer
-    sentence is cut between tokens). Past MAX_CHUNKS pieces, consecutive pieces are grouped into
-    MAX_CHUNKS stretches and the encoder reads the first CHUNK_TOKENS tokens of each. The text is
-    tokenized once; a piece's ids are a slice of the text's.
+    Past MAX_CHUNKS sentences, consecutive ones are joined into pieces of at most CHUNK_TOKENS tokens; past
+    MAX_CHUNKS such pieces, consecutive pieces are grouped into MAX_CHUNKS stretches and the encoder reads
+    the first CHUNK_TOKENS tokens of each. The text is tokenized once; a piece's ids are a slice of the text's.
     """
     encoding = token_counter().encode(text, add_special_tokens=False)
     tokens = [(offset, token) for offset, token in zip(encoding.offsets, encoding.ids) if offset[1] > offset[0]]
     if not tokens:
         return []
-    if len(tokens) <= CHUNK_TOKENS:
-        return [_Chunk(tokens[0][0][0], tokens[-1][0][1], tuple(token for _, token in tokens))]
     starts = [offset[0] for offset, _ in tokens]
-    units: list[tuple[int, int]] = []  # token ranges
+    pieces: list[list[int]] = []  # token ranges
     for start, end in _sentence_spans(text):
         first, last = bisect.bisect_left(starts, start), bisect.bisect_left(starts, end)
-        units.extend((i, min(i + CHUNK_TOKENS, last)) for i in range(first, last, CHUNK_TOKENS))
-    pieces: list[list[int]] = []
-    for first, last in units:
-        if pieces and last - pieces[-1][0] <= CHUNK_TOKENS:
-            pieces[-1][1] = last
-        else:
-            pieces.append([first, last])
+        pieces.extend([i, min(i + CHUNK_TOKENS, last)] for i in range(first, last, CHUNK_TOKENS))
+    if len(pieces) > MAX_CHUNKS:
+        joined: list[list[int]] = []
+        for first, last in pieces:
+            if joined and last - joined[-1][0] <= CHUNK_TOKENS:
+                joined[-1][1] = last
+            else:
+                joined.append([first, last])
+        pieces = joined
     if len(pieces) > MAX_CHUNKS:
         size = math.ceil(len(pieces) / MAX_CHUNKS)
         pieces = [[pieces[i][0], pieces[min(i + size, len(pieces)) - 1][1]] for i in range(0, len(pieces), size)]
@@ -141,7 +143,6 @@ def chunks(text: str) -> list[_Chunk]:
         _Chunk(tokens[first][0][0], tokens[last - 1][0][1], tuple(token for _, token in tokens[first : min(last, first + CHUNK_TOKENS)]))
         for first, last in pieces
     ]
-
 
 
 _chunks = chunks  # the name it had
@@ -206,7 +207,10 @@ GATED: dict[str, tuple[str, str]] = {
     "violence/graphic": ("violence", "gore"),
     "self-harm/intent": ("self-harm", "first_person"),
     "self-harm/instructions": ("self-harm", "asks_how"),
+    "harassment/threatening": ("harassment", "threat"),
+    "hate/threatening": ("hate", "threat"),
 }
+_GATED_SPANS = ("sexual/minors", "violence/graphic", "harassment/threatening", "hate/threatening")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -285,7 +289,7 @@ def _judge(text: str, components: _Components) -> Detection:
                 continue
             score = float(probabilities[index, column])
             scores[category] = max(scores[category], score)
-            if score >= DEFAULT_THRESHOLD and category in ("sexual/minors", "violence/graphic"):
+            if score >= DEFAULT_THRESHOLD and category in _GATED_SPANS:
                 spans.update(Span(start, end, category) for start, end in inside)
     statements = [match.span() for match in rules.patterns["self_harm_statement"].finditer(text)]
     if statements:

@@ -3,17 +3,17 @@
 Rebuilds ``moderation/data/classifier.npz`` and its manifest ``classifier.json`` from the public data in
 ``../shared/data/train/`` (``moderation.training_data``, labels mapped by ``moderation/data/label_map.toml``):
 
-1. every row is read the way the detector reads a text (``moderation.detectors.chunks``: pieces of at most
-   ``CHUNK_TOKENS`` tokens, all of a text's pieces in one pass of the int8 encoder it serves with), and each
-   piece's embedding is kept (cached in ``var/moderation-training/``, keyed by the texts and the encoder);
-   a harmful row trains on its first piece, a harmless row on every piece (no piece of it is harmful);
+1. every row is read the way the detector reads a text (``moderation.detectors.chunks``: its sentences,
+   all of a text's pieces in one pass of the int8 encoder it serves with), and each piece's embedding is
+   kept (cached in ``var/moderation-training/``, keyed by the texts, the chunking and the encoder); a row's
+   score is its highest piece's, per category, in training as in the detector;
 2. a classifier over the frozen embeddings is fitted on the training rows, one output per head category,
    with a masked binary cross-entropy (a category a source does not label does not train on its rows), and
    each source weighted by the square root of its size, so Davidson's 20k tweets do not drown the 300
    StrongREJECT prompts; the epoch kept is the one with the best development score (mean average precision over
    the head categories on the development rows of every source);
-3. per category, the threshold with the best F1 on the development rows becomes 0.5 (the classifier's bias is
-   shifted), so ``DEFAULT_THRESHOLD`` keeps its meaning;
+3. per category, the threshold with the best F1 on the development rows (each weighted like its source in
+   training) becomes 0.5 (the classifier's bias is shifted), so ``DEFAULT_THRESHOLD`` keeps its meaning;
 4. the development report, per source, is printed and written into the manifest.
 
 Seeded; one torch thread (``--threads``); prints a progress bar while embedding and the development score
@@ -100,13 +100,14 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((precision * hits).sum() / positives)
 
 
-def best_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(threshold, F1) with the best F1 of ``scores >= threshold``."""
+def best_threshold(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, float]:
+    """(threshold, F1) with the best F1 of ``scores >= threshold``, each row counted with its weight."""
+    weights = np.ones_like(scores) if weights is None else weights
     order = np.argsort(-scores, kind="stable")
-    ranked, hits = scores[order], labels[order]
-    true_positives = np.cumsum(hits)
-    predicted = np.arange(1, len(hits) + 1)
-    f1 = 2 * true_positives / (predicted + hits.sum())
+    ranked, hits, counted = scores[order], labels[order], weights[order]
+    true_positives = np.cumsum(hits * counted)
+    predicted = np.cumsum(counted)
+    f1 = 2 * true_positives / (predicted + (hits * counted).sum())
     # Only cut between distinct scores.
     last_of_value = np.r_[ranked[1:] != ranked[:-1], True]
     f1 = np.where(last_of_value, f1, -1)
@@ -188,21 +189,33 @@ def train(args: argparse.Namespace) -> dict:
     targets = np.array([row.targets for row in rows], dtype=np.float32)
     dev = np.array([row.dev for row in rows])
     harmful = (targets == 1).any(axis=1)
-    # A harmful row trains on its first piece; a harmless one on all of them.
-    use = ~dev[owners] & ((pieces == 0) | ~harmful[owners])
+    # A row is scored as the detector scores a text: its highest piece, per category (so a harmful row's
+    # harmless sentences are not taught as harmful, and every sentence of a harmless row is taught harmless).
     sources = np.array([row.source for row in rows])
     sizes = {s: int((sources[~dev] == s).sum()) for s in set(sources)}
     source_weight = {s: math.sqrt(n) / n for s, n in sizes.items()}
-    weights = np.array([source_weight[sources[o]] for o in owners[use]], dtype=np.float32)
+    piece_order = np.argsort(owners, kind="stable")
+    first_piece = np.searchsorted(owners[piece_order], np.arange(len(rows)))
+    piece_count = np.bincount(owners, minlength=len(rows))
+    train_rows = np.flatnonzero(~dev & (piece_count > 0))
+    weights = np.array([source_weight[sources[r]] for r in train_rows], dtype=np.float32)
     weights *= len(weights) / weights.sum()
 
-    x = torch.from_numpy(vectors[use])
-    y = torch.from_numpy(targets[owners[use]])
+    all_x = torch.from_numpy(vectors)
+    y = torch.from_numpy(targets[train_rows])
     w = torch.from_numpy(weights)
     known = (y >= 0).float()
     # Balance each category's positives and negatives a little (positives are rare for most heads).
     positive_share = ((y == 1).float() * w[:, None]).sum(0) / ((known * w[:, None]).sum(0))
     positive_weight = torch.clamp((1 - positive_share) / positive_share, max=args.max_positive_weight).sqrt()
+
+    def row_logits_of(model, batch_rows: np.ndarray) -> torch.Tensor:
+        counts = piece_count[batch_rows]
+        flat = np.concatenate([piece_order[first_piece[r] : first_piece[r] + piece_count[r]] for r in batch_rows])
+        segments = torch.from_numpy(np.repeat(np.arange(len(batch_rows)), counts))
+        logits = model(all_x[torch.from_numpy(flat)])
+        empty = torch.full((len(batch_rows), logits.shape[1]), -1e9)
+        return empty.scatter_reduce(0, segments[:, None].expand(-1, logits.shape[1]), logits, reduce="amax", include_self=False)
 
     dev_rows = [row for row in rows if row.dev]
     dev_index = {i: n for n, i in enumerate(np.flatnonzero(dev))}
@@ -212,18 +225,19 @@ def train(args: argparse.Namespace) -> dict:
     dev_targets = np.array([row.targets for row in dev_rows])
 
     torch.manual_seed(args.seed)  # again: building the encoder (on a first run) draws from torch's generator
-    model = Classifier(x.shape[1], len(categories), args.hidden, args.dropout)
+    model = Classifier(all_x.shape[1], len(categories), args.hidden, args.dropout)
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     generator = torch.Generator().manual_seed(args.seed)
     best = (-1.0, 0, None)
     history = []
     for epoch in range(1, args.epochs + 1):
         model.train()
-        order = torch.randperm(len(x), generator=generator)
+        order = torch.randperm(len(train_rows), generator=generator).numpy()
         total = 0.0
-        for start in range(0, len(x), args.batch):
+        for start in range(0, len(train_rows), args.batch):
             batch = order[start : start + args.batch]
-            logits = model(x[batch])
+            logits = row_logits_of(model, train_rows[batch])
+            batch = torch.from_numpy(batch)
             target = y[batch].clamp(min=0)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
                 logits, target, reduction="none", pos_weight=positive_weight
@@ -243,8 +257,8 @@ def train(args: argparse.Namespace) -> dict:
             if 0 < labels.sum() < len(labels):
                 aps.append(average_precision(row_logits[mask, column], labels))
         score = float(np.mean(aps))
-        history.append({"epoch": epoch, "loss": round(total / len(x), 5), "dev_mean_ap": round(score, 4)})
-        print(f"epoch {epoch:3}  loss {total / len(x):.4f}  dev mean AP {score:.4f}", flush=True)
+        history.append({"epoch": epoch, "loss": round(total / len(train_rows), 5), "dev_mean_ap": round(score, 4)})
+        print(f"epoch {epoch:3}  loss {total / len(train_rows):.4f}  dev mean AP {score:.4f}", flush=True)
         if score > best[0]:
             best = (score, epoch, {k: v.clone() for k, v in model.state_dict().items()})
     model.load_state_dict(best[2])
@@ -261,14 +275,17 @@ def train(args: argparse.Namespace) -> dict:
         dev_x, dev_owners = torch.from_numpy(dev_vectors), dev_row
     with torch.no_grad():
         row_logits = _row_scores(model(dev_x).numpy(), dev_owners, len(dev_rows))
+    # Each development row counts with its source's training weight, so that Davidson's 5,000 tweets (83 %
+    # of them offensive) do not set every threshold: the F1-best threshold moves with the share of positives.
+    dev_weights = np.array([source_weight[row.source] for row in dev_rows])
     shift = np.zeros(len(categories))
     thresholds = {}
     for column, category in enumerate(categories):
         mask = dev_targets[:, column] >= 0
         labels = (dev_targets[mask, column] == 1).astype(float)
-        threshold, f1 = best_threshold(row_logits[mask, column], labels)
+        threshold, f1 = best_threshold(row_logits[mask, column], labels, dev_weights[mask])
         shift[column] = -threshold
-        thresholds[category] = {"logit": round(threshold, 4), "dev_f1": round(f1, 3)}
+        thresholds[category] = {"logit": round(threshold, 4), "dev_weighted_f1": round(f1, 3)}
     report = _dev_report(dev_rows, row_logits, categories, shift)
     _print_report(report)
     settings = {k: v for k, v in vars(args).items() if k not in {"output", "dry_run"}}
@@ -318,10 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--hidden", type=int, default=256, help="hidden units (0: one linear layer)")
-    parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=int, default=80)
+    parser.add_argument("--hidden", type=int, default=512, help="hidden units (0: one linear layer)")
+    parser.add_argument("--dropout", type=float, default=0.2)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--weight-decay", type=float, default=1e-2)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--max-positive-weight", type=float, default=50.0)
