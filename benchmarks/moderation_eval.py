@@ -2,8 +2,8 @@
 
 Run from the repository root:
 
-    .venv/bin/python -m benchmarks.moderation_eval            # the test set (1680 texts)
-    .venv/bin/python -m benchmarks.moderation_eval --dev      # the development set (Davidson tweets)
+    .venv/bin/python -m benchmarks.moderation_eval --threads 1       # the test set (1680 texts)
+    .venv/bin/python -m benchmarks.moderation_eval --dev --threads 1 # the training data's development split
 
 The test set is ``../shared/data/eval/openai_moderation_1680.jsonl`` (openai/moderation-api-release,
 MIT). Nothing in the detector was trained, tuned or calibrated on it: run it to measure, not to choose.
@@ -12,16 +12,16 @@ H2 hate/threatening, V2 violence/graphic; a missing label means unknown. A text 
 any label is 1, and as harmless otherwise (so a text whose labels are all 0 or missing is harmless).
 
 Printed: precision, recall and F1 of "flagged" (any category's score >= DEFAULT_THRESHOLD) against
-"harmful"; recall per label, where a label counts as caught when the category it maps to is flagged
-(the "own" column, our choice for the headline) and, for reference, when any category is flagged;
-milliseconds per single-text ``detect`` call after warm-up (wall time, mean and p95, and the CPU time it
-used, which a busy machine does not inflate as much); and the alt-profanity-check alone baseline (its probability >= 0.3) on the same texts.
+"harmful", and beside them the threshold-free AUPRC of "flagged" (average precision of each text's highest
+category score); recall per label, where a label counts as caught when the category it maps to is flagged
+(the "own" column, the headline) and, for reference, when any category is flagged; milliseconds per
+single-text ``detect`` call after warm-up (wall time p50, p95 and mean, and the CPU time it used, which a busy
+machine does not inflate as much) with the load average; and the alt-profanity-check alone baseline (its
+probability >= 0.3) on the same texts.
 
-``--dev`` scores the same way on the development third of ``offensive_tweets_3000.csv`` (Davidson et al.
-2017, label 1 = hate or offensive; the other two thirds train the heads, see
-``moderation/data/build_heads.py``), the set the project may use to develop the detector. Its labels are "offensive", not the
-moderation categories, and profanity-check was trained on the full Davidson data, so its baseline there is
-optimistic.
+``--dev`` scores the development rows of the training data instead (``moderation.training_data``: 20 % of
+every source, never trained on; the thresholds were chosen on them, so these figures are optimistic), with
+"harmful" = positive for some category in ``moderation/data/label_map.toml``, per source.
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ if str(ROOT) not in sys.path:
 
 from moderation.detectors import DEFAULT_THRESHOLD, detect  # noqa: E402
 
-EVAL_DIR = ROOT.parent / "shared" / "data" / "eval"
+from moderation.training_data import shared_data  # noqa: E402
+
+EVAL_DIR = shared_data() / "eval"
 LABELS: dict[str, str] = {
     "S": "sexual",
     "H": "hate",
@@ -65,12 +67,23 @@ def load_moderation(path: Path) -> list[tuple[str, dict[str, int | None]]]:
     return rows
 
 
-def load_davidson(path: Path) -> list[tuple[str, dict[str, int | None]]]:
-    """The development third of the tweets (the other two thirds train the detector's heads)."""
-    from moderation.data.build_heads import davidson_rows, davidson_split
+def load_development() -> tuple[list[tuple[str, dict[str, int | None]]], list[str]]:
+    """The development rows of the training data, with their sources."""
+    from moderation.training_data import load_rows
 
-    _, dev = davidson_split(davidson_rows(path))
-    return [(text, {"offensive": label}) for text, label in dev]
+    rows = [row for row in load_rows() if row.dev]
+    return [(row.text, {"harmful": int(1 in row.targets)}) for row in rows], [row.source for row in rows]
+
+
+def average_precision(scores: list[float], actual: list[bool]) -> float:
+    """Area under the precision-recall curve, threshold-free (step-wise, as scikit-learn computes it)."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    hits, total = 0, 0.0
+    for rank, index in enumerate(order, start=1):
+        if actual[index]:
+            hits += 1
+            total += hits / rank
+    return total / max(1, sum(actual))
 
 
 def precision_recall_f1(predicted: list[bool], actual: list[bool]) -> tuple[float, float, float]:
@@ -89,7 +102,7 @@ def percentile(values: list[float], fraction: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, help="a moderation .jsonl (default: the 1680-text test set)")
-    parser.add_argument("--dev", action="store_true", help="score the Davidson tweets development set instead")
+    parser.add_argument("--dev", action="store_true", help="score the training data's development split instead")
     parser.add_argument(
         "--threads", type=int, default=0, help="torch intra-op threads for this run (0: torch's default)"
     )
@@ -100,21 +113,22 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    sources: list[str] = []
     if args.dev:
-        path = args.data or EVAL_DIR / "offensive_tweets_3000.csv"
-        rows = load_davidson(path)
+        path = Path("moderation.training_data (development rows)")
+        rows, sources = load_development()
     else:
         path = args.data or EVAL_DIR / "openai_moderation_1680.jsonl"
         rows = load_moderation(path)
     if args.limit:
-        rows = rows[: args.limit]
+        rows, sources = rows[: args.limit], sources[: args.limit]
     texts = [text for text, _ in rows]
     harmful = [any(value == 1 for value in labels.values()) for _, labels in rows]
     print(f"data: {path} ({len(rows)} texts, {sum(harmful)} harmful)")
 
     started = time.perf_counter()
     for _ in range(WARM_UP_CALLS):
-        detect("Warm-up call: load the encoder, the heads and the profanity model.")
+        detect("Warm-up call: load the encoder and the classifier.")
     print(f"load + warm-up: {time.perf_counter() - started:.1f} s")
 
     detections, latencies_ms = [], []
@@ -131,8 +145,21 @@ def main(argv: list[str] | None = None) -> int:
     ]
     flagged = [bool(categories) for categories in flagged_sets]
     precision, recall, f1 = precision_recall_f1(flagged, harmful)
-    print(f"\ndetect (threshold {DEFAULT_THRESHOLD}): precision {precision:.3f}  recall {recall:.3f}  F1 {f1:.3f}")
+    auprc = average_precision([max(detection.scores.values()) for detection in detections], harmful)
+    print(
+        f"\ndetect (threshold {DEFAULT_THRESHOLD}): precision {precision:.3f}  recall {recall:.3f}  F1 {f1:.3f}  "
+        f"AUPRC {auprc:.3f} (threshold-free)"
+    )
     print(f"  flagged {sum(flagged)} of {len(texts)}")
+    if sources:
+        print(f"\n  {'source':16} {'texts':>6} {'harmful':>7} {'flagged':>7} {'P':>6} {'R':>6} {'F1':>6}")
+        for source in sorted(set(sources)):
+            mine = [i for i, s in enumerate(sources) if s == source]
+            p, r, f = precision_recall_f1([flagged[i] for i in mine], [harmful[i] for i in mine])
+            print(
+                f"  {source:16} {len(mine):6} {sum(harmful[i] for i in mine):7} {sum(flagged[i] for i in mine):7} "
+                f"{p:6.3f} {r:6.3f} {f:6.3f}"
+            )
 
     from profanity_check import predict_prob
 
@@ -158,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     print(
-        f"\nms per detect call (single text, after warm-up): mean {statistics.fmean(latencies_ms):.1f}  "
-        f"p95 {percentile(latencies_ms, 0.95):.1f}  max {max(latencies_ms):.1f}  "
+        f"\nms per detect call (single text, after warm-up): p50 {percentile(latencies_ms, 0.5):.1f}  "
+        f"p95 {percentile(latencies_ms, 0.95):.1f}  mean {statistics.fmean(latencies_ms):.1f}  max {max(latencies_ms):.1f}  "
         f"(torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f} at the end)"
     )
