@@ -373,18 +373,7 @@ def stale_reservations_settle(*, older_than: timedelta) -> int:
     """
     cutoff = clock.now() - older_than
     stale = Q(created_at__lt=cutoff) & (Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=cutoff))
-    settled = 0
-    for record in UsageRecord.objects.filter(stale, state=UsageRecord.PENDING):
-        settled += usage_settle(
-            record=record,
-            prompt_tokens=record.prompt_tokens,
-            completion_tokens=0,
-            status_code=500,
-            finish_reason="abandoned",
-            error_code="worker_lost",
-            only_if=stale,
-        )
-    return settled
+    return _abandoned_settle(UsageRecord.objects.filter(state=UsageRecord.PENDING), why=stale)
 
 
 def reservations_sweep(*, stale_after: timedelta, legacy_older_than: timedelta) -> int:
@@ -402,8 +391,14 @@ def reservations_sweep(*, stale_after: timedelta, legacy_older_than: timedelta) 
     owners_here = set(pending.filter(owner__startswith=host_prefix).values_list("owner", flat=True).distinct())
     gone = [owner for owner in owners_here if reservations.owner_gone(owner)]
     reason = stale | Q(owner__in=gone) if gone else stale
+    return _abandoned_settle(pending, why=reason)
+
+
+def _abandoned_settle(pending, *, why: Q) -> int:
+    """Settle each pending row that ``why`` selects as abandoned, charging its prompt only; the UPDATE re-checks
+    ``why``, so a row its owner touched meanwhile is left alone. Returns how many were settled."""
     settled = 0
-    for record in pending.filter(reason):
+    for record in pending.filter(why):
         settled += usage_settle(
             record=record,
             prompt_tokens=record.prompt_tokens,
@@ -411,7 +406,7 @@ def reservations_sweep(*, stale_after: timedelta, legacy_older_than: timedelta) 
             status_code=500,
             finish_reason="abandoned",
             error_code="worker_lost",
-            only_if=reason,
+            only_if=why,
         )
     return settled
 
