@@ -152,8 +152,8 @@ def sampling_defaults_problem(value) -> str | None:
     return None
 
 
-def model_defaults_from_env(name: str) -> dict[str, dict]:
-    """Per-model sampling defaults as JSON: ``{"model-id": {"temperature": 0.2, "top_p": 0.9, "top_k": 40}}``."""
+def _json_object_from_env(name: str, what: str) -> dict:
+    """The JSON object in the variable ``name`` ({} when unset or empty); anything else fails at start."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return {}
@@ -162,7 +162,13 @@ def model_defaults_from_env(name: str) -> dict[str, dict]:
     except ValueError as error:
         raise ImproperlyConfigured(f"{name} must be JSON: {error}") from None
     if not isinstance(value, dict):
-        raise ImproperlyConfigured(f"{name} must be a JSON object mapping model ids to their defaults")
+        raise ImproperlyConfigured(f"{name} must be a JSON object {what}")
+    return value
+
+
+def model_defaults_from_env(name: str) -> dict[str, dict]:
+    """Per-model sampling defaults as JSON: ``{"model-id": {"temperature": 0.2, "top_p": 0.9, "top_k": 40}}``."""
+    value = _json_object_from_env(name, "mapping model ids to their defaults")
     for model_id, defaults in value.items():
         problem = sampling_defaults_problem(defaults)
         if problem:
@@ -179,15 +185,7 @@ def remote_models_from_env(name: str) -> dict[str, dict]:
 
     Returns each model's settings with every field filled in; any mistake fails at start, naming it.
     """
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError as error:
-        raise ImproperlyConfigured(f"{name} must be JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise ImproperlyConfigured(f"{name} must be a JSON object mapping model ids to their upstreams")
+    value = _json_object_from_env(name, "mapping model ids to their upstreams")
     models = {}
     for model_id, spec in value.items():
         where = f"{name}[{model_id!r}]"
