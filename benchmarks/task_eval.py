@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from benchmarks.serve_bench import percentile, start_server  # noqa: E402
+from benchmarks.serve_bench import peak_rss_mb, percentile, start_server  # noqa: E402
 
 
 def normalize_answer(text: str) -> str:
@@ -126,6 +126,7 @@ def main() -> None:
             sentiment(server.url, key, args.data_dir, args.limit, args.concurrency)
         if args.only in (None, "qa"):
             squad(server.url, key, args.data_dir, args.limit, args.concurrency)
+        print(f"server peak RSS {peak_rss_mb(server):.0f} MB (generator, moderation and both task models)")
     finally:
         server.stop()
 

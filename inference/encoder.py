@@ -39,13 +39,14 @@ def sha256(path: Path) -> str:
 
 
 def load_tokenizer():
-    from transformers import AutoTokenizer
+    from transformers.models.auto.tokenization_auto import AutoTokenizer  # not the lazy top level: a warm-up
+    # thread may be importing transformers at the same moment (seen: "cannot import name AutoTokenizer")
 
     return AutoTokenizer.from_pretrained(str(encoder_dir()))
 
 
 def load_base():
-    from transformers import AutoModel
+    from transformers.models.auto.modeling_auto import AutoModel
 
     return AutoModel.from_pretrained(str(encoder_dir()), add_pooling_layer=False)
 
