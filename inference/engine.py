@@ -145,14 +145,6 @@ class Engine(ABC):
         encoder). A local engine runs it between two of its steps; others run it at once."""
         return work()
 
-    def classify_sentiment(self, texts: list[str]) -> list[dict]:
-        """Each: ``label``, ``scores`` (label -> probability, summing to 1), ``tokens`` (processed)."""
-        raise NotImplementedError(f"{self.model_id} does not serve sentiment analysis")
-
-    def answer_questions(self, pairs: list[tuple[str, str]]) -> list[dict]:
-        """Each: ``answer`` (a span of the context, or None), ``score``, ``start``, ``end``, ``tokens``."""
-        raise NotImplementedError(f"{self.model_id} does not serve question answering")
-
 
 _engine: Engine | None = None
 _engine_lock = threading.Lock()
@@ -222,10 +214,13 @@ def warm_up_in_background() -> threading.Thread:
         except Exception:
             logger.exception("Engine failed to load")
 
+    from inference.task_models import task_models_load_in_background, task_models_status
     from moderation.detectors import detectors_load_in_background, detectors_status
 
     if detectors_status() == "not loaded":
-        detectors_load_in_background()  # at the same time as the model: ready in the longer of the two
+        detectors_load_in_background()  # at the same time as the model: ready in the longest of the three
+    if settings.SLUICE_LOCAL_MODEL and task_models_status() == "not loaded":
+        task_models_load_in_background()  # the task endpoints, like the local model, only where it is served
     thread = threading.Thread(target=load, name="engine-warm-up", daemon=True)
     thread.start()
     return thread

@@ -91,33 +91,3 @@ class FakeEngine(Engine):
             self.submitted.append((list(prompt_ids), params))
             self.handles.append(handle)
         return handle
-
-    def classify_sentiment(self, texts: list[str]) -> list[dict]:
-        results = []
-        for text in texts:
-            positive = 0.9 if any(word in text.lower() for word in ("good", "great", "love", "wonderful")) else 0.2
-            results.append({"label": "positive" if positive > 0.5 else "negative",
-                            "scores": {"negative": 1 - positive, "positive": positive}, "tokens": len(text)})
-        return results
-
-    def answer_questions(self, pairs: list[tuple[str, str]]) -> list[dict]:
-        """The word after the first question word (of 4+ letters) found in the context; None if none is."""
-        results = []
-        for question, context in pairs:
-            answer = None
-            for word in (w.strip("?.,").lower() for w in question.split()):
-                at = context.lower().find(word) if len(word) >= 4 else -1
-                if at >= 0:
-                    rest = context[at + len(word):]
-                    stripped = rest.lstrip(" :")
-                    start = len(context) - len(stripped)
-                    end = start + (len(stripped.split()[0].rstrip(".,")) if stripped.split() else 0)
-                    answer = (start, end) if end > start else None
-                    break
-            tokens = len(question) + len(context)
-            if answer is None:
-                results.append({"answer": None, "score": 0.9, "start": None, "end": None, "tokens": tokens})
-            else:
-                results.append({"answer": context[answer[0]:answer[1]], "score": 0.8, "start": answer[0],
-                                "end": answer[1], "tokens": tokens})
-        return results

@@ -1,8 +1,8 @@
 """Sentiment analysis and question answering: validated, moderated, admitted, metered like generation.
 
-Both run on the process-wide generator (``Engine.classify_sentiment`` / ``answer_questions``, batched across
-concurrent requests), or on a dedicated model folder when one is configured (``inference.task_models``).
-Usage is charged in the input tokens the model read.
+Both run on the trained task models (``inference.task_models``: a classifier and an extractive reader over
+the packaged sentence encoder, batched across concurrent requests). Usage is charged in the input tokens the
+encoder read; moderation runs through the generator's engine, between its steps, as for generation.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from accounts.services import AccessRefused, key_check_access, request_admit, re
 from inference.engine import Engine, get_engine
 from inference.prompted_tasks import prompted_qa_run, prompted_sentiment_run
 from inference.services import moderation_scorer
-from inference.task_models import dedicated_pipeline, pipeline_qa, pipeline_sentiment
+from inference.task_models import MODEL_IDS, task_models
 from moderation.models import BLOCK
 from moderation.policies import policy_for
 from moderation.services import ModerationContext, ModerationLogFailed, moderation_check
@@ -24,19 +24,27 @@ ENDPOINT_SENTIMENT = "sentiment"
 ENDPOINT_QA = "qa"
 
 
-def _check_access(key: ApiKey, engine: Engine, endpoint: str) -> None:
+def _check_access(key: ApiKey, endpoint: str) -> None:
     try:
-        key_check_access(key=key, model=engine.model_id, endpoint=endpoint)
+        key_check_access(key=key, model=MODEL_IDS[endpoint], endpoint=endpoint)
     except AccessRefused as refused:
         raise ApiError(str(refused), status_code=403, type="permission_error", code="model_not_allowed") from None
 
 
-def _check_length(engine: Engine, text: str, *, param: str) -> int:
-    tokens = engine.count_tokens(text)
-    limit = min(settings.SLUICE_MAX_PROMPT_TOKENS, engine.context_window // 2)
+# Sentiment reads a text whole, in one pass of the encoder (512 positions); a QA context of any length up to
+# SLUICE_MAX_PROMPT_TOKENS is read in windows, each of which must hold the question as well.
+SENTIMENT_MAX_TOKENS = 512
+QA_MAX_QUESTION_TOKENS = 64
+
+
+def _too_long(param: str, tokens: int, limit: int) -> ApiError:
+    return ApiError(f"{param} has {tokens} tokens, above the limit of {limit} for this task.", param=param,
+                    code="context_length_exceeded")
+
+
+def _check_length(tokens: int, limit: int, *, param: str) -> int:
     if tokens > limit:
-        raise ApiError(f"{param} has {tokens} tokens, above the limit of {limit} for this task.", param=param,
-                       code="context_length_exceeded")
+        raise _too_long(param, tokens, limit)
     return tokens
 
 
@@ -56,8 +64,8 @@ def _moderate_inputs(texts: list[str], context: ModerationContext, policy, engin
     return [v.text for v in verdicts]
 
 
-def _run_admitted(*, key, request_id, endpoint, engine, tokens, work):
-    admission = request_admit(key=key, request_id=request_id, endpoint=endpoint, model=engine.model_id,
+def _run_admitted(*, key, request_id, endpoint, tokens, work):
+    admission = request_admit(key=key, request_id=request_id, endpoint=endpoint, model=MODEL_IDS[endpoint],
                               prompt_tokens=tokens, max_tokens=0)
     try:
         results = work()
@@ -68,46 +76,51 @@ def _run_admitted(*, key, request_id, endpoint, engine, tokens, work):
     return admission, results
 
 
-def _body(engine: Engine, data: list[dict], tokens: int) -> dict:
-    return {"object": "list", "model": engine.model_id, "data": data,
+def _body(endpoint: str, data: list[dict], tokens: int) -> dict:
+    return {"object": "list", "model": MODEL_IDS[endpoint], "data": data,
             "usage": {"prompt_tokens": tokens, "completion_tokens": 0, "total_tokens": tokens}}
 
 
 def sentiment_run(*, key: ApiKey, request_id: str, texts: list[str], model: str | None = None
                   ) -> tuple[dict, dict[str, str]]:
-    if model is not None:  # a named generator: the task by prompting it (an unknown name is a 400 there)
+    if model is not None and model != MODEL_IDS[ENDPOINT_SENTIMENT]:
+        # A named generator: the task by prompting it (an unknown name is a 400 there).
         return prompted_sentiment_run(key=key, request_id=request_id, texts=texts, model=model,
                                       endpoint=ENDPOINT_SENTIMENT)
-    engine = get_engine()  # the local model: tasks score with its forward passes
-    _check_access(key, engine, ENDPOINT_SENTIMENT)
-    tokens = sum(_check_length(engine, text, param=f"input[{i}]") for i, text in enumerate(texts))
+    _check_access(key, ENDPOINT_SENTIMENT)
+    models = task_models()
+    limit = min(settings.SLUICE_MAX_PROMPT_TOKENS, SENTIMENT_MAX_TOKENS)
+    tokens = sum(_check_length(models.count_sentiment_tokens(text), limit, param=f"input[{i}]")
+                 for i, text in enumerate(texts))
+    engine = get_engine()  # moderation runs between the generator's steps
     context = ModerationContext(account=key.account, api_key=key, request_id=request_id, endpoint=ENDPOINT_SENTIMENT)
     texts = _moderate_inputs(texts, context, policy_for(key.account), engine, param="input")
-    pipe = dedicated_pipeline("sentiment")
-    work = (lambda: pipeline_sentiment(pipe, texts)) if pipe else (lambda: engine.classify_sentiment(texts))
-    admission, results = _run_admitted(key=key, request_id=request_id, endpoint=ENDPOINT_SENTIMENT, engine=engine,
-                                       tokens=tokens, work=work)
+    admission, results = _run_admitted(key=key, request_id=request_id, endpoint=ENDPOINT_SENTIMENT, tokens=tokens,
+                                       work=lambda: models.classify(texts))
     request_settle(admission=admission, prompt_tokens=tokens, completion_tokens=0, status_code=200)
     data = [{"index": i, "label": r["label"], "scores": r["scores"]} for i, r in enumerate(results)]
-    return _body(engine, data, tokens), admission.headers
+    return _body(ENDPOINT_SENTIMENT, data, tokens), admission.headers
 
 
 def qa_run(*, key: ApiKey, request_id: str, pairs: list[tuple[str, str]], model: str | None = None
            ) -> tuple[dict, dict[str, str]]:
-    if model is not None:  # a named generator: the task by prompting it (an unknown name is a 400 there)
+    if model is not None and model != MODEL_IDS[ENDPOINT_QA]:
+        # A named generator: the task by prompting it (an unknown name is a 400 there).
         return prompted_qa_run(key=key, request_id=request_id, pairs=pairs, model=model, endpoint=ENDPOINT_QA)
-    engine = get_engine()  # the local model: tasks score with its forward passes
-    _check_access(key, engine, ENDPOINT_QA)
-    tokens = sum(_check_length(engine, question + "\n" + context_text, param=f"input[{i}].context")
-                 for i, (question, context_text) in enumerate(pairs))
+    _check_access(key, ENDPOINT_QA)
+    models = task_models()
+    tokens = 0
+    for i, (question, context_text) in enumerate(pairs):
+        question_tokens, pair_tokens = models.count_qa_tokens(question, context_text)
+        _check_length(question_tokens, QA_MAX_QUESTION_TOKENS, param=f"input[{i}].question")
+        tokens += _check_length(pair_tokens, settings.SLUICE_MAX_PROMPT_TOKENS, param=f"input[{i}].context")
+    engine = get_engine()  # moderation runs between the generator's steps
     context = ModerationContext(account=key.account, api_key=key, request_id=request_id, endpoint=ENDPOINT_QA)
     policy = policy_for(key.account)
     flat = _moderate_inputs([text for pair in pairs for text in pair], context, policy, engine, param="input")
     pairs = list(zip(flat[0::2], flat[1::2]))
-    pipe = dedicated_pipeline("qa")
-    work = (lambda: pipeline_qa(pipe, pairs)) if pipe else (lambda: engine.answer_questions(pairs))
-    admission, results = _run_admitted(key=key, request_id=request_id, endpoint=ENDPOINT_QA, engine=engine,
-                                       tokens=tokens, work=work)
+    admission, results = _run_admitted(key=key, request_id=request_id, endpoint=ENDPOINT_QA, tokens=tokens,
+                                       work=lambda: models.answer(pairs))
     data = []
     for index, result in enumerate(results):
         item = {"index": index, "answer": result["answer"], "score": round(result["score"], 6),
@@ -124,4 +137,4 @@ def qa_run(*, key: ApiKey, request_id: str, pairs: list[tuple[str, str]], model:
                 item["answer"] = verdict.text
         data.append(item)
     request_settle(admission=admission, prompt_tokens=tokens, completion_tokens=0, status_code=200)
-    return _body(engine, data, tokens), admission.headers
+    return _body(ENDPOINT_QA, data, tokens), admission.headers

@@ -8,12 +8,9 @@ from pathlib import Path
 from django.conf import settings
 
 from inference.engine import Engine, EngineBusy
-from inference.microbatch import MicroBatcher
 from inference.model_files import load_model_and_tokenizer, model_source_from_settings
 from inference.sampling import SamplingParams
 from inference.sampling_defaults import generation_config_defaults, model_card_defaults
-from inference.tasks.qa import answer_questions
-from inference.tasks.sentiment import classify_sentiment
 
 
 class TransformersEngine(Engine):
@@ -38,11 +35,6 @@ class TransformersEngine(Engine):
             model, eos_token_ids=eos_ids, pad_token_id=pad_id, max_batch_size=max_batch_size, max_queue=max_queue,
             threads=model_threads(),
         )
-        # Sentiment and QA score with the same model (no second copy), batched across concurrent requests.
-        self._sentiment = MicroBatcher(lambda texts: classify_sentiment(model, tokenizer, texts), name="sentiment",
-                                       threads=model_threads())
-        self._qa = MicroBatcher(lambda pairs: answer_questions(model, tokenizer, pairs), max_items=16, name="qa",
-                                threads=model_threads())
 
     @classmethod
     def from_settings(cls) -> "TransformersEngine":
@@ -85,9 +77,3 @@ class TransformersEngine(Engine):
 
     def run_exclusive(self, work):
         return self.scheduler.run_between_steps(work)
-
-    def classify_sentiment(self, texts: list[str]) -> list[dict]:
-        return self._sentiment.submit(texts)
-
-    def answer_questions(self, pairs: list[tuple[str, str]]) -> list[dict]:
-        return self._qa.submit(pairs)

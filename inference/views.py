@@ -186,28 +186,29 @@ class HealthView(APIView):
 
 
 class ReadyView(APIView):
-    """``GET /readyz``: the model and the moderation detectors are loaded and the database answers. Starts
-    loading them if nobody has."""
+    """``GET /readyz``: the model, the moderation detectors and the task models are loaded and the database
+    answers. Starts loading them if nobody has."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
     @extend_schema(tags=["health"], responses={200: openapi.ReadinessSerializer, 503: openapi.ReadinessSerializer})
     def get(self, request):
+        from inference.task_models import task_models_status
         from moderation.detectors import detectors_status
 
         model = engine_status() if settings.SLUICE_LOCAL_MODEL else "ready"  # remote models load nothing here
         moderation = detectors_status()
-        if model == "not loaded" or moderation == "not loaded":
+        tasks = task_models_status() if settings.SLUICE_LOCAL_MODEL else "ready"  # the task endpoints need it
+        if "not loaded" in (model, moderation, tasks):
             warm_up_in_background()
-            model = "loading" if model == "not loaded" else model
-            moderation = "loading" if moderation == "not loaded" else moderation
+            model, moderation, tasks = ("loading" if part == "not loaded" else part for part in (model, moderation, tasks))
         try:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
             database = "ok"
         except Exception as error:  # any database failure means "not ready", never a 500
             database = f"error: {type(error).__name__}"
-        ready = model == "ready" and moderation == "ready" and database == "ok"
-        return Response({"ready": ready, "model": model, "moderation": moderation, "database": database},
+        ready = model == "ready" and moderation == "ready" and tasks == "ready" and database == "ok"
+        return Response({"ready": ready, "model": model, "moderation": moderation, "tasks": tasks, "database": database},
                         status=200 if ready else 503)

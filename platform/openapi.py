@@ -17,6 +17,7 @@ from rest_framework import serializers
 
 from inference.registry import available_models
 from inference.serializers import TaskTextField
+from inference.task_models import MODEL_IDS as TASK_MODEL_IDS
 
 NO_NUL = r"^[^\x00]*$"
 NOT_BLANK = r"\S"  # JSON Schema patterns search: somewhere a character that is not whitespace
@@ -65,9 +66,10 @@ def _generation_limits() -> dict[str, dict]:
     }
 
 
-def _task_limits() -> dict[str, dict]:
-    return {"model": {"enum": available_models(), "description": "A served generator (local, remote or an alias) to "
-                      "run the task on by prompting it; left out, the default task model answers."}}
+def _task_limits(task: str) -> dict[str, dict]:
+    return {"model": {"enum": [TASK_MODEL_IDS[task], *available_models()], "description": f"`{TASK_MODEL_IDS[task]}` "
+                      "(the trained task model, also the default when left out), or a served generator (local, remote "
+                      "or an alias) to run the task on by prompting it."}}
 
 
 def _every_alternative_requires_something(body: dict, components: dict) -> bool:
@@ -86,9 +88,9 @@ def server_limits(result, generator, request, public):
         "ChatCompletionRequest": _generation_limits(),
         "CompletionRequest": _generation_limits(),
         "GenerateRequest": {"max_tokens": {"maximum": settings.SLUICE_MAX_NEW_TOKENS}},
-        "SentimentRequest": {**_task_limits(), "input": _texts(max_items=max_items, nul_refused=True)},
-        "QAPairRequest": _task_limits(),
-        "QABatchRequest": {**_task_limits(), "input": {"minItems": 1, "maxItems": max_items}},
+        "SentimentRequest": {**_task_limits("sentiment"), "input": _texts(max_items=max_items, nul_refused=True)},
+        "QAPairRequest": _task_limits("qa"),
+        "QABatchRequest": {**_task_limits("qa"), "input": {"minItems": 1, "maxItems": max_items}},
         "ModerationRequest": {"input": _texts(max_items=settings.SLUICE_MODERATION_MAX_INPUTS, nul_refused=False)},
     }
     for operations in result.get("paths", {}).values():

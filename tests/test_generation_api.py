@@ -228,12 +228,13 @@ def test_models_are_listed_in_openais_shape(api):
 def test_health_and_readiness(anonymous, db):
     assert anonymous.get("/healthz").json() == {"status": "ok"}
     deadline = time.monotonic() + 120
-    ready = anonymous.get("/readyz")  # starts loading the moderation detectors if nothing has yet
-    while ready.status_code == 503 and ready.json()["moderation"] == "loading" and time.monotonic() < deadline:
+    ready = anonymous.get("/readyz")  # starts loading the moderation detectors and task models if nothing has yet
+    while (ready.status_code == 503 and "loading" in (ready.json()["moderation"], ready.json()["tasks"])
+           and time.monotonic() < deadline):
         time.sleep(0.2)
         ready = anonymous.get("/readyz")
     assert ready.status_code == 200 and ready.json() == {"ready": True, "model": "ready", "moderation": "ready",
-                                                         "database": "ok"}
+                                                         "tasks": "ready", "database": "ok"}
 
 
 def test_readiness_is_false_until_the_moderation_detectors_are_loaded(anonymous, db, monkeypatch):
