@@ -42,6 +42,16 @@ def test_sentiment_accepts_a_single_string(api, models):
     assert len(body["data"]) == 1 and body["data"][0]["label"] == "positive"
 
 
+def test_naming_the_task_models_themselves_runs_them_not_a_prompted_generator(api, models, fake_engine):
+    sentiment = api.post("/v1/sentiment", {"input": "I loved it, a wonderful film.", "model": "minilm-l6-sst2"})
+    qa = api.post("/v1/qa", {"question": "When was the Lindqvist Observatory built?", "context": CONTEXT,
+                             "model": "minilm-l6-squad"})
+    assert sentiment.status_code == 200 and sentiment.json()["model"] == "minilm-l6-sst2"
+    assert qa.status_code == 200 and qa.json()["model"] == "minilm-l6-squad"
+    assert "1894" in qa.json()["data"][0]["answer"]
+    assert fake_engine.submitted == []  # no generation: the generator was never prompted
+
+
 @pytest.mark.parametrize(
     "body", [{"input": ""}, {"input": ["fine", "  "]}, {"input": []}, {"input": ["x"] * 33}, {"input": 3}, {}]
 )
