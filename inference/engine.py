@@ -217,6 +217,11 @@ def warm_up_in_background() -> threading.Thread:
     from inference.task_models import task_models_load_in_background, task_models_status
     from moderation.detectors import detectors_load_in_background, detectors_status
 
+    # transformers resolves its top-level names lazily, and two threads resolving them at once can fail
+    # ("cannot import name 'AutoModelForCausalLM'": seen when the task models and the generator loaded together),
+    # so the names the loaders use are resolved here, in this one thread, before any of them starts.
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, DynamicCache  # noqa: F401
+
     if detectors_status() == "not loaded":
         detectors_load_in_background()  # at the same time as the model: ready in the longest of the three
     if settings.SLUICE_LOCAL_MODEL and task_models_status() == "not loaded":

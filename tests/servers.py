@@ -71,10 +71,13 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}; log: {self.log_path}")
             try:
-                if httpx.get(self.url + path, timeout=2).status_code == 200:
-                    return
+                response = httpx.get(self.url + path, timeout=2)
             except httpx.HTTPError:
-                pass
+                response = None
+            if response is not None and response.status_code == 200:
+                return
+            if response is not None and "failed" in response.text:  # /readyz: a load failed; it will not recover
+                raise RuntimeError(f"{self.url}{path}: {response.text}; log: {self.log_path}")
             time.sleep(0.25)
         raise TimeoutError(f"{self.url}{path} not ready after {timeout} s; log: {self.log_path}")
 
