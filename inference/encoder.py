@@ -48,7 +48,11 @@ def load_tokenizer():
 def load_base():
     from transformers.models.auto.modeling_auto import AutoModel
 
-    return AutoModel.from_pretrained(str(encoder_dir()), add_pooling_layer=False)
+    # Loaded whole, then without its pooler (the task heads read token states): asking for no pooler at load
+    # makes transformers log a WARNING "LOAD REPORT" about the checkpoint's pooler weights on every start.
+    model = AutoModel.from_pretrained(str(encoder_dir()))
+    model.pooler = None
+    return model
 
 
 class TaskModel(torch.nn.Module):

@@ -18,6 +18,7 @@ from django.conf import settings
 
 from inference.detokenize import IncrementalDecoder, StopMatcher
 from inference.sampling import SamplingParams
+from moderation.model_loading import model_loading_lock
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +175,8 @@ def get_engine() -> Engine:
             if _engine is None:
                 started = time.monotonic()
                 try:
-                    _engine = _build_engine()
+                    with model_loading_lock:  # never beside another model's from_pretrained
+                        _engine = _build_engine()
                 except Exception as error:
                     _engine_error = f"{type(error).__name__}: {error}"
                     raise

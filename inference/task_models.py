@@ -22,6 +22,7 @@ from inference.encoder import TRAINED_DIR, TaskModel, load_base, load_tokenizer,
 from inference.microbatch import MicroBatcher
 from inference.tasks import qa as reader
 from inference.tasks import sentiment
+from moderation.model_loading import model_loading_lock
 
 _SETTINGS = {"sentiment": "SLUICE_SENTIMENT_MODEL_PATH", "qa": "SLUICE_QA_MODEL_PATH"}
 MODEL_IDS = {"sentiment": "minilm-l6-sst2", "qa": "minilm-l6-squad"}
@@ -158,7 +159,8 @@ def task_models() -> TaskModels:
         with _lock:
             if _models is None:
                 try:
-                    _models = TaskModels()
+                    with model_loading_lock:  # never beside another model's from_pretrained
+                        _models = TaskModels()
                     _error = None
                 except ArtefactError as error:
                     _error = str(error)

@@ -52,6 +52,7 @@ from moderation.artefact import ArtefactError  # noqa: F401  (raised by Classifi
 from moderation.categories import CATEGORIES, PARENTS
 from moderation.encoder import Bert as _Bert  # noqa: F401  (re-exported: the names tests and tools used)
 from moderation.encoder import Encoder, encoder_dir, token_counter
+from moderation.model_loading import model_loading_lock
 from moderation.encoder import encoder_dir as _encoder_dir  # noqa: F401
 
 logger = logging.getLogger(__name__)
@@ -233,7 +234,8 @@ def _loaded() -> _Components:
     if _components is None:
         with _components_lock:
             if _components is None:
-                _components = _Components()
+                with model_loading_lock:  # never beside another model's from_pretrained
+                    _components = _Components()
     return _components
 
 
