@@ -8,7 +8,10 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlparse, urlunparse
 
 import httpx
 
@@ -106,3 +109,39 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def postgres_url() -> str:
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://")):
+        import pytest
+
+        pytest.skip("many workers are tested on PostgreSQL + Redis: set DATABASE_URL=postgres://... (CI's second run)")
+    return url
+
+
+@contextmanager
+def fresh_postgres_and_redis(prefix: str, redis_url: str):
+    """A new PostgreSQL database beside DATABASE_URL's (its URL is yielded) and an emptied Redis db, for servers
+    under test; both dropped or emptied again afterwards. Skips without PostgreSQL or Redis."""
+    import psycopg
+    import pytest
+    import redis
+
+    base = urlparse(postgres_url())
+    redis_client = redis.Redis.from_url(redis_url, socket_connect_timeout=1)
+    try:
+        redis_client.ping()
+    except redis.ConnectionError:
+        pytest.skip(f"no Redis at {redis_url} (CI starts one)")
+    redis_client.flushdb()
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin_url = urlunparse(base._replace(path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunparse(base._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        redis_client.flushdb()

@@ -10,16 +10,13 @@ server that DATABASE_URL names, and a Redis database of their own.
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlparse, urlunparse
 
 import httpx
 import pytest
 
-from tests.servers import Server, manage, server_env
+from tests.servers import Server, fresh_postgres_and_redis, manage, server_env
 
 pytestmark = pytest.mark.server
 
@@ -49,30 +46,13 @@ PER_REQUEST_MAX_TOKENS = 20
 QUOTA = 400
 
 
-def postgres_url() -> str:
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql://")):
-        pytest.skip("many workers are tested on PostgreSQL + Redis: set DATABASE_URL=postgres://... (CI's second run)")
-    return url
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    import psycopg
-    import redis
+    with fresh_postgres_and_redis("sluice_workers", REDIS_URL) as database_url:
+        yield from _cluster(tmp_path_factory, database_url)
 
-    base = urlparse(postgres_url())
-    redis_client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        redis_client.ping()
-    except redis.ConnectionError:
-        pytest.skip("no Redis on 127.0.0.1:6379 (CI starts one)")
-    redis_client.flushdb()
-    name = f"sluice_workers_{uuid.uuid4().hex[:10]}"
-    admin_url = urlunparse(base._replace(path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    database_url = urlunparse(base._replace(path=f"/{name}"))
+
+def _cluster(tmp_path_factory, database_url):
     folder = tmp_path_factory.mktemp("workers")
     env = server_env(
         DATABASE_URL=database_url, CACHE_URL=REDIS_URL, SLUICE_ENGINE="fake", SLUICE_KEY_CACHE_S=str(KEY_CACHE_S),
@@ -90,9 +70,6 @@ def cluster(tmp_path_factory):
     finally:
         for server in servers:
             server.stop()
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        redis_client.flushdb()
 
 
 def post(server: Server, key: str, *, max_tokens: int = 2) -> httpx.Response:

@@ -11,15 +11,12 @@ import json
 import re
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlparse, urlunparse
 
 import httpx
 import pytest
 
-from tests.servers import Server, manage, server_env
-from tests.test_many_workers import postgres_url
+from tests.servers import Server, fresh_postgres_and_redis, manage, server_env
 from tests.upstream_stub import StubUpstream
 
 pytestmark = pytest.mark.server
@@ -47,23 +44,14 @@ print(key_create(account=account).plaintext)
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    import psycopg
-    import redis
+    with fresh_postgres_and_redis("sluice_catalogue", REDIS_URL) as database_url:
+        yield from _cluster(tmp_path_factory, database_url)
 
-    base = urlparse(postgres_url())
-    redis_client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        redis_client.ping()
-    except redis.ConnectionError:
-        pytest.skip("no Redis on 127.0.0.1:6379 (CI starts one)")
-    redis_client.flushdb()
-    name = f"sluice_catalogue_{uuid.uuid4().hex[:10]}"
-    admin_url = urlunparse(base._replace(path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+
+def _cluster(tmp_path_factory, database_url):
     folder = tmp_path_factory.mktemp("catalogue")
     env = server_env(
-        DATABASE_URL=urlunparse(base._replace(path=f"/{name}")), CACHE_URL=REDIS_URL, SLUICE_ENGINE="fake",
+        DATABASE_URL=database_url, CACHE_URL=REDIS_URL, SLUICE_ENGINE="fake",
         # The staff user signs in over plain http here (production sends those cookies over HTTPS only).
         SESSION_COOKIE_SECURE="0", CSRF_COOKIE_SECURE="0", SLUICE_CATALOGUE_POLL_S=str(POLL_S), SLUICE_LOG_FORMAT="json",
         LOG_LEVEL="DEBUG", SLUICE_UPSTREAM_HEALTH_INTERVAL_S="1",
@@ -81,9 +69,6 @@ def cluster(tmp_path_factory):
             server.stop()
         for stub in stubs:
             stub.stop()
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        redis_client.flushdb()
 
 
 def staff_session(server: Server) -> httpx.Client:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from pathlib import Path
@@ -24,6 +25,23 @@ def lora_model(labels: int, *, pool: bool, rank: int, alpha: int, dropout: float
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGETS,
                         modules_to_save=["head"])
     return get_peft_model(model, config)
+
+
+WARMUP_STEPS = 10
+
+
+def planned_steps(examples: int, *, batch: int, epochs: int, max_steps: int) -> int:
+    per_epoch = math.ceil(examples / batch)
+    return per_epoch * epochs if not max_steps else min(max_steps, per_epoch * epochs)
+
+
+def optimizer_and_schedule(model, *, lr: float):
+    """AdamW over the trainable parameters, the rate constant after a short warm-up: a run stopped early
+    (--minutes) is then exactly the run of --max-steps <the steps it made>, and every checkpoint is as usable as
+    the last."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / WARMUP_STEPS))
+    return optimizer, schedule
 
 
 def save(model, folder: Path, manifest: dict) -> None:

@@ -14,7 +14,6 @@ import argparse
 import collections
 import gzip
 import json
-import math
 import random
 import re
 import string
@@ -26,9 +25,17 @@ from tqdm import tqdm
 
 from inference.encoder import TRAINED_DIR, load_tokenizer
 from inference.tasks import qa as reader
-from inference.training.common import data_entry, lora_model, save, seed_everything
+from inference.training.common import (
+    data_entry,
+    lora_model,
+    optimizer_and_schedule,
+    planned_steps,
+    save,
+    seed_everything,
+)
+from moderation.training_data import DATA_DIR
 
-DEFAULT_DATA = Path("/work/shared/data/train/squad_v1.1_train/train-v1.1.reconstructed.json.gz")
+DEFAULT_DATA = DATA_DIR / "squad_v1.1_train/train-v1.1.reconstructed.json.gz"  # ../shared/data/train, or SLUICE_TRAIN_DATA
 
 
 def load_articles(path: Path) -> list[list[dict]]:
@@ -112,9 +119,6 @@ def score(readings, items, *, threshold=float("inf")) -> dict:
             "null_rate": sum(a is None for a in answers) / len(items)}
 
 
-WARMUP_STEPS = 10
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -154,12 +158,8 @@ def main(argv=None) -> None:
     print(f"{len(features)} train windows, {sum(s == 0 for _, s, _ in features)} without the answer", flush=True)
     model = lora_model(2, pool=False, rank=args.rank, alpha=args.alpha, dropout=0.0)
     model.print_trainable_parameters()
-    steps_per_epoch = math.ceil(len(features) / args.batch)
-    total = steps_per_epoch * args.epochs if not args.max_steps else min(args.max_steps, steps_per_epoch * args.epochs)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.01)
-    # Constant after a short warm-up, so that a run stopped early (--minutes) is exactly the run of
-    # --max-steps <the steps it made>, and every checkpoint is as usable as the last.
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / WARMUP_STEPS))
+    total = planned_steps(len(features), batch=args.batch, epochs=args.epochs, max_steps=args.max_steps)
+    optimizer, schedule = optimizer_and_schedule(model, lr=args.lr)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("out", "data")}
     manifest = {"task": "qa", "command": "python -m inference.training.qa", "data": [data_entry(args.data)],
                 "split": {"dev_articles": len(dev_ids), "dev_questions": len(dev_items), "train_articles": len(train_ids),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import random
 import time
 from pathlib import Path
@@ -19,9 +18,17 @@ from tqdm import tqdm
 
 from inference.encoder import TRAINED_DIR, load_tokenizer
 from inference.tasks import sentiment
-from inference.training.common import data_entry, lora_model, save, seed_everything
+from inference.training.common import (
+    data_entry,
+    lora_model,
+    optimizer_and_schedule,
+    planned_steps,
+    save,
+    seed_everything,
+)
+from moderation.training_data import DATA_DIR
 
-DEFAULT_DATA = Path("/work/shared/data/train/sst2_train/train.tsv")
+DEFAULT_DATA = DATA_DIR / "sst2_train/train.tsv"  # ../shared/data/train, or SLUICE_TRAIN_DATA
 LABELS = ["negative", "positive"]  # SST-2's 0 and 1
 
 
@@ -47,9 +54,6 @@ def accuracy(model, tokenizer, rows, batch_size=128) -> float:
         logits = model(**sentiment.batch(tokenizer, [t for t, _ in chunk]))
         right += int((logits.argmax(-1) == torch.tensor([y for _, y in chunk])).sum())
     return 100 * right / len(rows)
-
-
-WARMUP_STEPS = 10
 
 
 def main(argv=None) -> None:
@@ -80,12 +84,8 @@ def main(argv=None) -> None:
     print(f"{len(train)} train phrases, {len(dev)} dev phrases", flush=True)
     model = lora_model(len(LABELS), pool=True, rank=args.rank, alpha=args.alpha, dropout=0.0)
     model.print_trainable_parameters()
-    steps_per_epoch = math.ceil(len(train) / args.batch)
-    total = steps_per_epoch * args.epochs if not args.max_steps else min(args.max_steps, steps_per_epoch * args.epochs)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.01)
-    # Constant after a short warm-up, so that a run stopped early (--minutes) is exactly the run of
-    # --max-steps <the steps it made>, and every checkpoint is as usable as the last.
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / WARMUP_STEPS))
+    total = planned_steps(len(train), batch=args.batch, epochs=args.epochs, max_steps=args.max_steps)
+    optimizer, schedule = optimizer_and_schedule(model, lr=args.lr)
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "data")}
     manifest = {"task": "sentiment", "command": "python -m inference.training.sentiment", "labels": LABELS,
                 "data": [data_entry(args.data)], "split": {"dev": len(dev), "train": len(train)},
