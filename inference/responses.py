@@ -6,7 +6,12 @@ import time
 import uuid
 from collections.abc import Iterator
 
+from inference.logprob_entries import LogprobEntry, completion_logprobs
 from inference.services import ENDPOINT_CHAT, Generated, RunningGeneration
+
+
+def _chat_logprobs(entries: list[LogprobEntry] | None) -> dict | None:
+    return None if entries is None else {"content": [entry.as_chat() for entry in entries], "refusal": None}
 
 
 def _ids(endpoint: str) -> tuple[str, int]:
@@ -25,7 +30,7 @@ def chat_completion_body(result: Generated, *, model: str) -> dict:
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": result.text},
-                "logprobs": None,
+                "logprobs": _chat_logprobs(result.logprobs),
                 "finish_reason": result.finish_reason,
             }
         ],
@@ -40,7 +45,9 @@ def text_completion_body(result: Generated, *, model: str) -> dict:
         "object": "text_completion",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "text": result.text, "logprobs": None, "finish_reason": result.finish_reason}],
+        "choices": [{"index": 0, "text": result.text,
+                     "logprobs": None if result.logprobs is None else completion_logprobs(result.logprobs),
+                     "finish_reason": result.finish_reason}],
         "usage": result.usage,
     }
 
@@ -52,13 +59,14 @@ def chat_completion_chunks(running: RunningGeneration) -> Iterator[dict]:
     if include_usage:
         base["usage"] = None
 
-    def chunk(delta: dict, finish_reason: str | None = None) -> dict:
-        return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+    def chunk(delta: dict, finish_reason: str | None = None, logprobs: list | None = None) -> dict:
+        return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": _chat_logprobs(logprobs),
+                                     "finish_reason": finish_reason}]}
 
     yield chunk({"role": "assistant", "content": ""})
     for piece in running.pieces():
-        yield chunk({"content": piece})
-    yield chunk({}, running.result.finish_reason)
+        yield chunk({"content": piece}, logprobs=running.logprobs_released())
+    yield chunk({}, running.result.finish_reason, logprobs=running.logprobs_released(final=True) or None)
     if include_usage:
         yield {**base, "choices": [], "usage": running.result.usage}
 
@@ -70,11 +78,12 @@ def text_completion_chunks(running: RunningGeneration) -> Iterator[dict]:
     if include_usage:
         base["usage"] = None
 
-    def chunk(text: str, finish_reason: str | None = None) -> dict:
-        return {**base, "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}]}
+    def chunk(text: str, finish_reason: str | None = None, logprobs: list | None = None) -> dict:
+        body = None if logprobs is None else completion_logprobs(logprobs)
+        return {**base, "choices": [{"index": 0, "text": text, "logprobs": body, "finish_reason": finish_reason}]}
 
     for piece in running.pieces():
-        yield chunk(piece)
-    yield chunk("", running.result.finish_reason)
+        yield chunk(piece, logprobs=running.logprobs_released())
+    yield chunk("", running.result.finish_reason, logprobs=running.logprobs_released(final=True) or None)
     if include_usage:
         yield {**base, "choices": [], "usage": running.result.usage}

@@ -27,6 +27,8 @@ from typing import TypeVar
 
 import torch
 
+from inference.constrained import RowGuide, guides_mask_logits
+from inference.logprobs import logprobs_compute
 from inference.sampling import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -58,11 +60,15 @@ class GenerationHandle:
     """One submitted generation: iterate it for token ids; it ends when the generation finishes."""
 
     def __init__(self, scheduler: BatchScheduler, prompt_ids: list[int], params: SamplingParams,
-                 deadline: float | None) -> None:
+                 deadline: float | None, guide: RowGuide | None = None) -> None:
         self._scheduler = scheduler
         self.prompt_ids = prompt_ids
         self.params = params
         self.deadline = deadline
+        self.guide = guide  # the grammar this row's tokens must follow (inference.constrained), or None
+        # With params.logprobs: one entry per emitted token, appended before the token is delivered.
+        self.logprobs: list = []
+        self._pending_logprob = None
         self.finish_reason: str | None = None
         self.completion_tokens = 0
         self._tokens: queue.SimpleQueue = queue.SimpleQueue()
@@ -92,6 +98,9 @@ class GenerationHandle:
         with self._lock:
             if self.finish_reason is None:
                 self.completion_tokens += 1
+                if self._pending_logprob is not None:
+                    self.logprobs.append(self._pending_logprob)
+                    self._pending_logprob = None
                 self._tokens.put(token_id)
 
     def _finish(self, reason: str) -> None:
@@ -319,8 +328,8 @@ class BatchScheduler:
         self._thread.start()
 
     # --- public API ---
-    def submit(self, prompt_ids: list[int], params: SamplingParams, *, deadline: float | None = None
-               ) -> GenerationHandle:
+    def submit(self, prompt_ids: list[int], params: SamplingParams, *, deadline: float | None = None,
+               guide: RowGuide | None = None) -> GenerationHandle:
         if not prompt_ids:
             raise ValueError("prompt_ids must not be empty")
         if params.temperature < 0:
@@ -331,7 +340,7 @@ class BatchScheduler:
             raise ValueError("max_tokens and min_tokens must be >= 0")
         if len(prompt_ids) >= self._max_positions:
             raise ValueError(f"prompt of {len(prompt_ids)} tokens exceeds the model's {self._max_positions}")
-        handle = GenerationHandle(self, list(prompt_ids), params, deadline)
+        handle = GenerationHandle(self, list(prompt_ids), params, deadline, guide)
         with self._cond:
             if self._closed:
                 raise RuntimeError("scheduler is closed")
@@ -604,6 +613,9 @@ class BatchScheduler:
             handle._finish("stop")
             return True
         handle._emit(token)
+        if handle.guide is not None and (reason := handle.guide.advance(token)):  # grammar complete, or broken
+            handle._finish(reason)
+            return True
         if handle.completion_tokens >= params.max_tokens or position + 1 >= self._max_positions:
             handle._finish("length")
             return True
@@ -631,6 +643,10 @@ class BatchScheduler:
         if suppress and self._eos_list.numel():
             rows = torch.tensor(suppress, dtype=torch.long, device=logits.device)
             logits[rows[:, None], self._eos_list[None, :]] = float("-inf")
+        guided = [(row, h.guide) for row, h in enumerate(handles) if h.guide is not None and not h.finished]
+        if guided:  # only the constrained rows get a mask
+            for row in guides_mask_logits(logits, guided):
+                handles[row]._finish("error")
         chosen = logits.argmax(dim=-1).tolist()
         for row, handle in enumerate(handles):
             params = handle.params
@@ -641,6 +657,11 @@ class BatchScheduler:
             except Exception:
                 logger.exception("sampling failed for one request")
                 handle._finish("error")
+        asked = [row for row, h in enumerate(handles) if h.params.logprobs and not h.finished]
+        if asked:  # one batched log_softmax over the rows that asked; the others pay nothing
+            tops = [handles[row].params.top_logprobs for row in asked]
+            for row, entry in zip(asked, logprobs_compute(logits, asked, chosen, tops)):
+                handles[row]._pending_logprob = entry
         return chosen
 
 

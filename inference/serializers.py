@@ -9,6 +9,7 @@ from pathlib import Path
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
+from inference.logprobs import MAX_COMPLETION_LOGPROBS, MAX_TOP_LOGPROBS
 from platform.errors import ApiError
 from platform.strict_types import StrictJSONTypes
 
@@ -141,14 +142,27 @@ class GenerationOptionsSerializer(StrictJSONTypes, serializers.Serializer):
 class ChatCompletionRequestSerializer(GenerationOptionsSerializer):
     messages = MessageSerializer(many=True, allow_empty=False)
     max_completion_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    logprobs = serializers.BooleanField(required=False, allow_null=True,
+                                        help_text="Return the log-probability of each generated token.")
+    top_logprobs = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=MAX_TOP_LOGPROBS,
+        help_text="With `logprobs: true`: also the most likely alternatives at each position (0-20).")
 
     def validate_max_completion_tokens(self, value):
         return _within_new_token_limit(value)
+
+    def validate(self, attrs):
+        if attrs.get("top_logprobs") and not attrs.get("logprobs"):
+            raise serializers.ValidationError({"top_logprobs": "top_logprobs needs logprobs: true."})
+        return attrs
 
 
 @extend_schema_serializer(component_name="Completion")  # its request component: CompletionRequest
 class CompletionRequestSerializer(GenerationOptionsSerializer):
     prompt = StringOrListField(min_items=1, max_items=1)
+    logprobs = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=MAX_COMPLETION_LOGPROBS,
+        help_text="Return each token's log-probability and this many most likely alternatives (0-5).")
 
 
 @extend_schema_serializer(component_name="Generate")  # its request component: GenerateRequest

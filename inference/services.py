@@ -16,6 +16,7 @@ from accounts.models import ApiKey
 from accounts.services import AccessRefused, Admission, key_check_access, request_admit, request_settle
 from inference import metrics
 from inference.engines.base import Engine, EngineBusy, EngineError, TextStream
+from inference.logprob_entries import LogprobCursor, LogprobEntry
 from inference.observation import observation_current
 from inference.registry import UnknownModel, available_models, default_engine, engine_for
 from inference.sampling import SamplingParams
@@ -73,6 +74,7 @@ class Generated:
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+    logprobs: list[LogprobEntry] | None = None  # when asked: one per token of ``text``
 
     @property
     def usage(self) -> dict:
@@ -94,7 +96,8 @@ def _engine_for(model: str) -> Engine:
         ) from None
 
 
-def _sampling_params(data: dict, *, max_tokens: int | None, engine: Engine) -> SamplingParams:
+def _sampling_params(data: dict, *, max_tokens: int | None, engine: Engine, logprobs: bool = False,
+                     top_logprobs: int = 0, grammar=None) -> SamplingParams:
     """The request's own fields; what it leaves out (or sends as null), the model's defaults."""
     defaults, unset = defaults_for(engine)
     given = {name: data[name] for name in FIELDS if data.get(name) is not None}
@@ -108,6 +111,9 @@ def _sampling_params(data: dict, *, max_tokens: int | None, engine: Engine) -> S
         stop=tuple(data.get("stop") or ()),
         min_tokens=data.get("min_tokens", 0),
         ignore_eos=data.get("ignore_eos", False),
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
+        grammar=grammar,
     )
 
 
@@ -149,7 +155,8 @@ def job_for_chat(*, data: dict) -> GenerationJob:
     requested = data.get("max_completion_tokens") or data.get("max_tokens")
     param = "max_completion_tokens" if data.get("max_completion_tokens") else "max_tokens"
     max_tokens = _resolve_max_tokens(requested, settings.SLUICE_DEFAULT_MAX_TOKENS, param=param)
-    params = _sampling_params(data, max_tokens=max_tokens, engine=engine)
+    params = _sampling_params(data, max_tokens=max_tokens, engine=engine, logprobs=bool(data.get("logprobs")),
+                              top_logprobs=data.get("top_logprobs") or 0)
     messages = tuple({"role": message["role"], "content": message["content"]} for message in data["messages"])
     prompt_ids = engine.encode_chat(list(messages))
     _check_lengths(engine, prompt_ids, params, param="messages")
@@ -161,7 +168,9 @@ def job_for_chat(*, data: dict) -> GenerationJob:
 def job_for_completion(*, data: dict) -> GenerationJob:
     engine = _engine_for(data["model"])
     max_tokens = _resolve_max_tokens(data.get("max_tokens"), 16, param="max_tokens")  # OpenAI's default
-    params = _sampling_params(data, max_tokens=max_tokens, engine=engine)
+    # The legacy `logprobs` is the number of alternatives (0-5); sent at all, it asks for logprobs.
+    params = _sampling_params(data, max_tokens=max_tokens, engine=engine, logprobs=data.get("logprobs") is not None,
+                              top_logprobs=data.get("logprobs") or 0)
     prompt = data["prompt"][0]
     prompt_ids = engine.encode(prompt)
     _check_lengths(engine, prompt_ids, params, param="prompt")
@@ -196,13 +205,26 @@ class RunningGeneration:
     headers: dict[str, str]
     result: Generated | None = None
     _pieces: list[str] = field(default_factory=list)
+    _released_chars: int = 0
+    _logprobs: LogprobCursor | None = None
 
     def _release(self, text: str) -> Iterator[str]:
         if text:
             if not self._pieces:
                 observation_current().first_token()
             self._pieces.append(text)
+            self._released_chars += len(text)
             yield text
+
+    def logprobs_released(self, *, final: bool = False) -> list[LogprobEntry] | None:
+        """The logprob entries of the tokens whose text has been released since the last call (None when the
+        request did not ask). ``final``: also those whose text was only partly released."""
+        entries = getattr(self.text_stream, "logprob_entries", None)
+        if not self.job.params.logprobs or entries is None:
+            return None
+        if self._logprobs is None:
+            self._logprobs = LogprobCursor(entries)
+        return self._logprobs.take(self._released_chars, final=final)
 
     def pieces(self) -> Iterator[str]:
         status_code, error_code, reason = 200, "", None
@@ -233,6 +255,9 @@ class RunningGeneration:
                 prompt_tokens=getattr(self.text_stream, "prompt_tokens", None) or len(self.job.prompt_ids),
                 completion_tokens=self.text_stream.completion_tokens,
             )
+            if self.job.params.logprobs:
+                entries = getattr(self.text_stream, "logprob_entries", None) or []
+                self.result.logprobs = LogprobCursor(entries).take(self._released_chars, final=True)
             observation = observation_current()
             observation.prompt_tokens, observation.completion_tokens = self.result.prompt_tokens, self.result.completion_tokens
             observation.finish_reason = reason

@@ -225,8 +225,6 @@ def test_an_empty_prompt_list_is_a_400(api, fake_engine, metered, stream):
 @pytest.mark.parametrize(
     "path, field, value",
     [
-        (CHAT, "logprobs", True),
-        (CHAT, "top_logprobs", 3),
         (CHAT, "tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
         (CHAT, "tool_choice", "auto"),
         (CHAT, "tool_choice", "required"),
@@ -237,8 +235,6 @@ def test_an_empty_prompt_list_is_a_400(api, fake_engine, metered, stream):
         (CHAT, "presence_penalty", 0.5),
         (CHAT, "frequency_penalty", 0.5),
         (CHAT, "logit_bias", {"50256": -100}),
-        ("/v1/completions", "logprobs", 0),
-        ("/v1/completions", "logprobs", 5),
         ("/v1/completions", "echo", True),
         ("/v1/completions", "best_of", 2),
         ("/v1/completions", "suffix", " and so on"),
