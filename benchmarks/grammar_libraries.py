@@ -9,6 +9,11 @@ for each library it measures, in one process, one after the other:
             by token: median and p90 microseconds per token (what the scheduler pays per constrained row per step)
 Every step also checks that the document's own next token is allowed (a library that refuses it fails here).
 
+Only llguidance is a requirement (the one chosen); the other two are installed for this comparison alone,
+without their dependencies (xgrammar's would pull in triton):
+    .venv/bin/pip install --no-deps xgrammar==0.2.8 apache-tvm-ffi==0.1.15.post2 outlines-core==0.2.14
+A library that is not installed is skipped with a line saying so.
+
 Run from the project root:
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/grammar_libraries.py [--repeat 5] [--threads 1]
 """
@@ -197,7 +202,11 @@ def main() -> None:
     print(f"vocabulary: {vocab_size} tokens")
     for cls in (XGrammar, LLGuidance, OutlinesCore):
         start = time.perf_counter()
-        library = cls(tokenizer, vocab_size, args.threads)
+        try:
+            library = cls(tokenizer, vocab_size, args.threads)
+        except ImportError as missing:
+            print(f"\n{cls.name}: not installed ({missing}); skipped")
+            continue
         setup = time.perf_counter() - start
         print(f"\n{library.name}: setup {setup * 1e3:.0f} ms")
         for schema, figures in measure(library, tokenizer, args.repeat).items():

@@ -25,3 +25,10 @@ class GrammarSpec:
 
     def schema_object(self) -> dict:
         return json.loads(self.schema) if self.kind == JSON_SCHEMA else {"type": "object"}
+
+    def as_response_format(self) -> dict:
+        """The OpenAI ``response_format`` that asks an upstream server for the same (its name is not kept)."""
+        if self.kind == JSON_OBJECT:
+            return {"type": "json_object"}
+        return {"type": "json_schema", "json_schema": {"name": "response", "schema": json.loads(self.schema),
+                                                       "strict": True}}

@@ -30,6 +30,21 @@ class UsageSerializer(serializers.Serializer):
     total_tokens = serializers.IntegerField()
 
 
+class TopLogprobSerializer(serializers.Serializer):
+    token = serializers.CharField(allow_blank=True)
+    logprob = serializers.FloatField(help_text="-9999.0 for a token a constraint ruled out.")
+    bytes = serializers.ListField(child=serializers.IntegerField(min_value=0, max_value=255), allow_null=True)
+
+
+class TokenLogprobSerializer(TopLogprobSerializer):
+    top_logprobs = TopLogprobSerializer(many=True)
+
+
+class ChatLogprobsSerializer(serializers.Serializer):
+    content = TokenLogprobSerializer(many=True, allow_null=True)
+    refusal = TokenLogprobSerializer(many=True, allow_null=True, required=False)
+
+
 class ChatMessageSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=["assistant"])
     content = serializers.CharField(allow_blank=True)
@@ -38,7 +53,7 @@ class ChatMessageSerializer(serializers.Serializer):
 class ChatChoiceSerializer(serializers.Serializer):
     index = serializers.IntegerField()
     message = ChatMessageSerializer()
-    logprobs = serializers.JSONField(allow_null=True, help_text="Always null: log probabilities are not returned.")
+    logprobs = ChatLogprobsSerializer(allow_null=True, help_text="With `logprobs: true`; else null.")
     finish_reason = serializers.CharField(help_text="`stop`, `length`, `content_filter` or `error`.")
 
 
@@ -51,10 +66,17 @@ class ChatCompletionSerializer(serializers.Serializer):
     usage = UsageSerializer()
 
 
+class CompletionLogprobsSerializer(serializers.Serializer):
+    tokens = serializers.ListField(child=serializers.CharField(allow_blank=True))
+    token_logprobs = serializers.ListField(child=serializers.FloatField())
+    top_logprobs = serializers.ListField(child=serializers.DictField(child=serializers.FloatField()))
+    text_offset = serializers.ListField(child=serializers.IntegerField())
+
+
 class TextChoiceSerializer(serializers.Serializer):
     index = serializers.IntegerField()
     text = serializers.CharField(allow_blank=True)
-    logprobs = serializers.JSONField(allow_null=True, help_text="Always null: log probabilities are not returned.")
+    logprobs = CompletionLogprobsSerializer(allow_null=True, help_text="With `logprobs` (0-5); else null.")
     finish_reason = serializers.CharField(help_text="`stop`, `length`, `content_filter` or `error`.")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from pathlib import Path
 
@@ -58,6 +59,54 @@ class MessageContentField(serializers.Field):
                 texts.append(part["text"])
             return "".join(texts)
         raise serializers.ValidationError("Must be a string or a list of text parts.")
+
+    def to_representation(self, value):
+        return value
+
+
+_SCHEMA_NAME = {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"}
+JSON_SCHEMA_OBJECT = {"type": "object", "description": "A JSON Schema (the subset llguidance implements; "
+                      "anything else is a 400 naming what is not supported)."}
+
+
+@extend_schema_field({"oneOf": [
+    {"type": "object", "required": ["type"], "properties": {"type": {"type": "string", "enum": ["text"]}}},
+    {"type": "object", "required": ["type"], "properties": {"type": {"type": "string", "enum": ["json_object"]}}},
+    {"type": "object", "required": ["type", "json_schema"], "properties": {
+        "type": {"type": "string", "enum": ["json_schema"]},
+        "json_schema": {"type": "object", "required": ["name", "schema"], "properties": {
+            "name": _SCHEMA_NAME, "description": {"type": "string"}, "schema": JSON_SCHEMA_OBJECT,
+            "strict": {"type": ["boolean", "null"]}}}}},
+]})
+class ResponseFormatField(serializers.Field):
+    """OpenAI's ``response_format``: ``text``, ``json_object`` (any JSON object) or ``json_schema``. Becomes the
+    grammar the output is decoded under (None for text); a schema the grammar library cannot enforce is refused
+    here, before anything is admitted."""
+
+    def to_internal_value(self, data):
+        from inference.constrained import GrammarError, grammar_check
+        from inference.grammar_spec import GrammarSpec
+
+        if not isinstance(data, dict) or data.get("type") not in ("text", "json_object", "json_schema"):
+            raise serializers.ValidationError('Must be an object whose type is "text", "json_object" or "json_schema".')
+        if data["type"] == "text":
+            return None
+        if data["type"] == "json_object":
+            return GrammarSpec.any_json_object()
+        spec = data.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+            raise serializers.ValidationError("json_schema must be an object with a schema (an object).")
+        name = spec.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", name):
+            raise serializers.ValidationError("json_schema.name must be 1-64 letters, digits, _ or -.")
+        if spec.get("strict") not in (None, True, False):
+            raise serializers.ValidationError("json_schema.strict must be a boolean.")
+        grammar = GrammarSpec.for_schema(spec["schema"])
+        try:
+            grammar_check(grammar)
+        except GrammarError as error:
+            raise serializers.ValidationError(f"The schema cannot be enforced: {error}") from None
+        return grammar
 
     def to_representation(self, value):
         return value
@@ -147,6 +196,10 @@ class ChatCompletionRequestSerializer(GenerationOptionsSerializer):
     top_logprobs = serializers.IntegerField(
         required=False, allow_null=True, min_value=0, max_value=MAX_TOP_LOGPROBS,
         help_text="With `logprobs: true`: also the most likely alternatives at each position (0-20).")
+    response_format = ResponseFormatField(
+        required=False, allow_null=True,
+        help_text="`json_object` or `json_schema`: the reply is decoded under that grammar, so it always parses "
+                  "(and validates) unless it is cut short by max_tokens (finish_reason `length`).")
 
     def validate_max_completion_tokens(self, value):
         return _within_new_token_limit(value)

@@ -156,7 +156,7 @@ def job_for_chat(*, data: dict) -> GenerationJob:
     param = "max_completion_tokens" if data.get("max_completion_tokens") else "max_tokens"
     max_tokens = _resolve_max_tokens(requested, settings.SLUICE_DEFAULT_MAX_TOKENS, param=param)
     params = _sampling_params(data, max_tokens=max_tokens, engine=engine, logprobs=bool(data.get("logprobs")),
-                              top_logprobs=data.get("top_logprobs") or 0)
+                              top_logprobs=data.get("top_logprobs") or 0, grammar=data.get("response_format"))
     messages = tuple({"role": message["role"], "content": message["content"]} for message in data["messages"])
     prompt_ids = engine.encode_chat(list(messages))
     _check_lengths(engine, prompt_ids, params, param="messages")

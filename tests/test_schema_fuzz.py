@@ -134,6 +134,15 @@ def _min_tokens_within_max_tokens(case) -> None:
     body["min_tokens"] = min(body["min_tokens"], limit)
 
 
+def _top_logprobs_with_logprobs(case) -> None:
+    """What the schema says of chat's ``top_logprobs`` in prose only: above 0 it needs ``logprobs: true``.
+    Valid cases only."""
+    body = case.body
+    if (isinstance(body, dict) and case.path == "/v1/chat/completions" and body.get("top_logprobs")
+            and case.meta and case.meta.generation.mode.is_positive):
+        body["logprobs"] = True
+
+
 def _valid_ids_name_real_objects(case) -> None:
     """Valid cases of the detail operations act on a key or model that exists (random ids are only 404s);
     invalid cases keep theirs."""
@@ -149,6 +158,7 @@ def test_the_api_answers_as_its_schema_says(case, fuzz_key):
         _usage_dates_within_a_month(case.query)
     if case.path in ("/v1/chat/completions", "/v1/completions"):
         _min_tokens_within_max_tokens(case)
+        _top_logprobs_with_logprobs(case)
     _valid_ids_name_real_objects(case)
     case.call_and_validate()
 

@@ -31,6 +31,7 @@ from django.conf import settings
 
 from inference import metrics
 from inference.engines.base import Engine, EngineError
+from inference.logprob_entries import LogprobEntry, from_openai
 from inference.observation import observation_current
 from inference.sampling import SamplingParams
 from inference.engines.token_counting import EstimatedCounter, counter_for
@@ -207,10 +208,18 @@ class RemoteEngine(Engine):
             body["min_tokens"] = params.min_tokens
         if params.ignore_eos:
             body["ignore_eos"] = True
+        if params.grammar is not None:  # the upstream enforces it (vLLM, llama-server and Sluice all do)
+            body["response_format"] = params.grammar.as_response_format()
         if messages is not None:
             body["messages"] = [{"role": m["role"], "content": m["content"]} for m in messages]
+            if params.logprobs:
+                body["logprobs"] = True
+                if params.top_logprobs:
+                    body["top_logprobs"] = params.top_logprobs
             return "/chat/completions", body
         body["prompt"] = prompt
+        if params.logprobs:
+            body["logprobs"] = params.top_logprobs
         return "/completions", body
 
     def _open(self, upstream: Upstream, path: str, body: dict, *, chat: bool, deadline) -> "RemoteTextStream":
@@ -237,7 +246,8 @@ class RemoteEngine(Engine):
             logger.warning("Upstream %s of %s answered %r, not an event stream", upstream.label, self.model_id,
                            response.headers.get("content-type"))
             raise EngineError("The model's backend sent an invalid response.")
-        text_stream = RemoteTextStream(self, upstream, response, chat=chat, deadline=deadline)
+        text_stream = RemoteTextStream(self, upstream, response, chat=chat, deadline=deadline,
+                                       logprobs="logprobs" in body)
         text_stream.open()
         return text_stream
 
@@ -363,7 +373,8 @@ class RemoteTextStream:
     text received so far counted locally.
     """
 
-    def __init__(self, engine: RemoteEngine, upstream: Upstream, response: httpx.Response, *, chat: bool, deadline):
+    def __init__(self, engine: RemoteEngine, upstream: Upstream, response: httpx.Response, *, chat: bool, deadline,
+                 logprobs: bool = False):
         self.finish_reason: str | None = None
         self.prompt_tokens: int | None = None
         self.error_status: int | None = None
@@ -381,6 +392,9 @@ class RemoteTextStream:
         self._first: dict | None = None
         self._released = False
         self._cancelled = False
+        # The upstream's logprobs, placed in the text received (like a local TextStream's).
+        self.logprob_entries: list[LogprobEntry] | None = [] if logprobs else None
+        self._received_chars = 0
 
     @property
     def completion_tokens(self) -> int:
@@ -462,7 +476,30 @@ class RemoteTextStream:
             text = delta.get("content") if isinstance(delta, dict) else None
         else:
             text = choice.get("text")
-        return text if isinstance(text, str) else ""
+        text = text if isinstance(text, str) else ""
+        if self.logprob_entries is not None:
+            self._note_logprobs(choice.get("logprobs"))
+        self._received_chars += len(text)
+        return text
+
+    def _note_logprobs(self, logprobs) -> None:
+        """Chat's ``{"content": [token logprobs]}`` or the legacy ``{"tokens", "token_logprobs", "top_logprobs"}``."""
+        if not isinstance(logprobs, dict):
+            return
+        items = logprobs.get("content")
+        if not isinstance(items, list) and isinstance(logprobs.get("tokens"), list):
+            tops = logprobs.get("top_logprobs") or []
+            items = [{"token": token, "logprob": value,
+                      "top_logprobs": [{"token": t, "logprob": v} for t, v in (top or {}).items()]
+                      if isinstance(top, dict) else []}
+                     for token, value, top in zip(logprobs["tokens"], logprobs.get("token_logprobs") or [],
+                                                  list(tops) + [None] * len(logprobs["tokens"]))]
+        start = self._received_chars
+        for item in items or []:
+            entry = from_openai(item, start=start) if isinstance(item, dict) else None
+            if entry is not None:
+                self.logprob_entries.append(entry)
+                start = entry.end
 
     def _read_events(self) -> Iterator[dict]:
         """The JSON payloads of the upstream's server-sent events, up to ``data: [DONE]``."""
