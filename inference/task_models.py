@@ -73,6 +73,20 @@ def _task_model(task: str, folder: Path, base, labels: int, *, pool: bool) -> to
     return quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
+def _copy_out_of_the_weights_file(module: torch.nn.Module) -> None:
+    """Give ``module``'s tensors memory of their own. transformers loads the base model's tensors from a
+    memory map of its model.safetensors, and the map stays (every page read counted in the worker's RSS,
+    90 MB) while any tensor loaded from it lives: here the shared embeddings' positions, token types and
+    norm. Measured: the task models added 184 MB RSS to a process, 99 MB once copied out."""
+    for part in module.modules():
+        for name, tensor in list(part._parameters.items()):
+            if tensor is not None:
+                tensor.data = tensor.data.clone()
+        for name, tensor in list(part._buffers.items()):
+            if tensor is not None:
+                part._buffers[name] = tensor.clone()
+
+
 def _release_freed_memory() -> None:
     """Hand the float32 weights freed after quantizing back to the system (glibc keeps them otherwise)."""
     import ctypes
@@ -93,6 +107,7 @@ class TaskModels:
         self.labels = self.manifests["sentiment"]["labels"]
         self._sentiment_model = _task_model("sentiment", artefact_folder("sentiment"), base, len(self.labels), pool=True)
         self._qa_model = _task_model("qa", artefact_folder("qa"), base, 2, pool=False)
+        _copy_out_of_the_weights_file(base.embeddings)
         del base  # its float32 transformer blocks: only the quantized copies serve
         _release_freed_memory()
         qa_settings = self.manifests["qa"]["settings"]
