@@ -125,12 +125,12 @@ def main(argv=None) -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=TRAINED_DIR / "qa")
     parser.add_argument("--seed", type=int, default=14)
-    parser.add_argument("--questions", type=int, default=40000, help="train questions sampled")
+    parser.add_argument("--questions", type=int, default=0, help="train questions sampled (0: all)")
     parser.add_argument("--dev-articles", type=int, default=24)
     parser.add_argument("--dev-questions", type=int, default=300, help="dev questions scored each epoch (and for the threshold)")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--alpha", type=int, default=64)
     parser.add_argument("--window", type=int, default=256)
@@ -138,11 +138,11 @@ def main(argv=None) -> None:
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
                         help="bfloat16 autocast in training's forward pass (dev scoring stays float32)")
     parser.add_argument("--max-answer-tokens", type=int, default=30)
-    parser.add_argument("--checkpoint-minutes", type=float, default=8.0)
+    parser.add_argument("--checkpoint-minutes", type=float, default=15.0)
     parser.add_argument("--minutes", type=float, default=0.0,
                         help="stop training after this many minutes (0: no limit); the manifest records the steps")
     parser.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: all)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -152,7 +152,7 @@ def main(argv=None) -> None:
     train_ids, dev_ids = split_articles(len(articles), seed=args.seed, dev_articles=args.dev_articles)
     train_items = [item for a in train_ids for item in articles[a]]
     dev_items = [item for a in dev_ids for item in articles[a]]
-    train_items = random.Random(args.seed).sample(train_items, min(args.questions, len(train_items)))
+    train_items = random.Random(args.seed).sample(train_items, min(args.questions or len(train_items), len(train_items)))
     dev_eval = dev_sample(dev_items, seed=args.seed, questions=args.dev_questions)
     print(f"{len(train_ids)} train articles ({len(train_items)} questions sampled), {len(dev_ids)} dev articles "
           f"({len(dev_items)} questions, {len(dev_eval)} scored per epoch)", flush=True)
