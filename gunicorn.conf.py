@@ -72,8 +72,8 @@ def post_worker_init(worker):
     # Load the model and the moderation detectors in the background as soon as the worker is up, so
     # /readyz turns true without a first request paying for it; earlier requests wait for the same load.
     from accounts.sweeper import sweeper_start
-    from inference.engine import warm_up_in_background
-    from inference.metrics import sampler_start
+    from inference.warm_up import warm_up_in_background
+    from inference.metrics_endpoint import sampler_start
     from inference.registry import remote_engines_start
 
     remote_engines_start()  # remote models: clients, probes, tokenizers, before requests and the warm-up thread

@@ -158,7 +158,7 @@ def prepare_caches(folder: Path) -> None:
     env = server_env(SLUICE_VAR_DIR=str(folder / "prepare"), SLUICE_MODEL_CACHE_DIR=str(ROOT / "var" / "models"),
                      DATABASE_URL=f"sqlite:///{folder / 'prepare.sqlite3'}")
     started = time.perf_counter()
-    manage(env, "shell", "-c", "from inference.engine import get_engine; from moderation.detectors import detect; "
+    manage(env, "shell", "-c", "from inference.engines.factory import get_engine; from moderation.detectors import detect; "
                                "get_engine(); detect('warm up')")
     print(f"caches ready in {time.perf_counter() - started:.1f} s (a first start's conversion, or nothing to do)",
           flush=True)
@@ -219,8 +219,8 @@ def overhead(args) -> None:
 
     from accounts.models import Account
     from accounts.services import key_create
-    from inference.engine import set_engine
-    from inference.fake_engine import FakeEngine
+    from inference.engines.factory import set_engine
+    from inference.engines.fake import FakeEngine
     from moderation.models import ModerationPolicy
 
     class Bare(APIView):

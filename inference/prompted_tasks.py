@@ -21,7 +21,7 @@ from django.conf import settings
 
 from accounts.models import ApiKey
 from accounts.services import AccessRefused, key_check_access, request_admit, request_settle
-from inference.engine import Engine, EngineBusy, EngineError
+from inference.engines.base import Engine, EngineBusy, EngineError
 from inference.sampling import SamplingParams
 from inference.services import _engine_for, moderation_scorer
 from moderation.models import BLOCK

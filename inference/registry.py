@@ -1,6 +1,6 @@
 """Which engine serves which model: the local one and the remote ones, side by side.
 
-The local model (the process-wide engine of ``inference.engine``) is the zero-configuration default; a worker
+The local model (the process-wide engine of ``inference.engines.factory``) is the zero-configuration default; a worker
 with ``SLUICE_LOCAL_MODEL=0`` serves remote models only and never loads it. Remote models and aliases come
 from the catalogue (``SLUICE_REMOTE_MODELS`` overlaid with the database's entries, ``inference.catalogue``);
 each remote model gets one RemoteEngine per worker process, built on first use and rebuilt when it changes.
@@ -14,7 +14,9 @@ import threading
 from django.conf import settings
 
 from inference.catalogue import catalogue_current, catalogue_forget
-from inference.engine import Engine, engine_if_loaded, get_engine
+from inference.engines.base import Engine
+from inference.engines.factory import engine_if_loaded, get_engine
+from inference.engines.remote import RemoteEngine
 
 
 class UnknownModel(Exception):
@@ -77,8 +79,6 @@ def _sweep(catalogue) -> None:
 
 
 def _remote_engine(model_id: str, config: dict) -> Engine:
-    from inference.remote_engine import RemoteEngine
-
     fingerprint = _fingerprint(config)
     with _remote_lock:
         entry = _remote.get(model_id)
@@ -86,7 +86,7 @@ def _remote_engine(model_id: str, config: dict) -> Engine:
             return entry[1]
         if entry is not None:
             entry[1].retire()  # requests running on it finish on the configuration they started with
-        engine = RemoteEngine.from_settings(model_id, config)
+        engine = RemoteEngine.from_settings(model_id, config, local_engine=get_engine if settings.SLUICE_LOCAL_MODEL else None)
         engine.start_probes()
         _remote[model_id] = (fingerprint, engine)
         return engine

@@ -15,7 +15,7 @@ from django.conf import settings
 from accounts.models import ApiKey
 from accounts.services import AccessRefused, Admission, key_check_access, request_admit, request_settle
 from inference import metrics
-from inference.engine import Engine, EngineBusy, EngineError, TextStream
+from inference.engines.base import Engine, EngineBusy, EngineError, TextStream
 from inference.observation import observation_current
 from inference.registry import UnknownModel, available_models, default_engine, engine_for
 from inference.sampling import SamplingParams

@@ -11,7 +11,8 @@ from django.conf import settings
 
 from accounts.models import ApiKey
 from accounts.services import AccessRefused, key_check_access, request_admit, request_settle
-from inference.engine import Engine, get_engine
+from inference.engines.base import Engine
+from inference.engines.factory import get_engine
 from inference.prompted_tasks import prompted_qa_run, prompted_sentiment_run
 from inference.services import moderation_scorer
 from inference.task_models import MODEL_IDS, task_models

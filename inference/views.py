@@ -14,7 +14,8 @@ from accounts.authentication import HasScope
 from accounts.metering import MeteredViewMixin
 from accounts.models import SCOPE_INFERENCE
 from inference import openapi, responses, serializers, services, task_services
-from inference.engine import engine_status, warm_up_in_background
+from inference.engines.factory import engine_status
+from inference.warm_up import warm_up_in_background
 from inference.registry import available_models
 from inference.streaming import sse_chunks, sse_response
 from platform.errors import KEYED, RETRY_AFTER, ApiError, error_responses

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from moderation import training_data
-from moderation.training import CACHE_DIR, Classifier, average_precision
+from moderation.classifier_head import CACHE_DIR, Classifier, average_precision
 
 
 def _first_piece_ids(rows) -> list[list[int]]:

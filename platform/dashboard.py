@@ -23,7 +23,7 @@ from django.db import connection
 from django.db.models import Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
 
 from accounts.models import Account, ApiKey, UsageRecord
-from inference.engine import engine_if_loaded, engine_status
+from inference.engines.factory import engine_if_loaded, engine_status
 from moderation.categories import CATEGORIES
 from moderation.models import ACTIONS, ModerationEvent
 

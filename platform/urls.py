@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from inference.metrics import metrics_view
+from inference.metrics_endpoint import metrics_view
 from inference.views import HealthView, ReadyView
 
 urlpatterns = [

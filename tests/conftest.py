@@ -14,8 +14,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from accounts.services import account_get_or_create, key_create  # noqa: E402
-from inference.engine import set_engine  # noqa: E402
-from inference.fake_engine import FakeEngine  # noqa: E402
+from inference.engines.factory import set_engine  # noqa: E402
+from inference.engines.fake import FakeEngine  # noqa: E402
 
 MODEL = "SmolLM2-135M-Instruct"
 
@@ -71,7 +71,7 @@ def fresh_cache():
 @pytest.fixture(scope="session")
 def real_model_engine():
     """The real packaged model behind the real engine, loaded once per session."""
-    from inference.transformers_engine import TransformersEngine
+    from inference.engines.transformers_engine import TransformersEngine
 
     return TransformersEngine.from_settings()
 

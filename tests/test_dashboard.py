@@ -125,7 +125,7 @@ def test_moderation_events_are_counted_per_category_and_action(keys, clock):
 
 
 def test_the_dashboard_is_the_admin_landing_page(admin_client, traffic, fake_engine):
-    from inference.engine import get_engine
+    from inference.engines.factory import get_engine
 
     get_engine()
     response = admin_client.get("/admin/")

@@ -11,8 +11,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from accounts.models import Account
-from inference.engine import set_engine
-from inference.fake_engine import FakeEngine
+from inference.engines.factory import set_engine
+from inference.engines.fake import FakeEngine
 from platform.logs import JsonFormatter
 from tests.conftest import MODEL
 from tests.servers import Server, manage, server_env

@@ -4,7 +4,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from accounts.services import key_create
-from inference.engine import get_engine, set_engine
+from inference.engines.factory import get_engine, set_engine
 from platform.env import remote_models_from_env
 from tests.conftest import MODEL, Api
 from tests.test_remote_engine import REMOTE, chat, remote_config

@@ -10,7 +10,7 @@ import pytest
 
 from accounts.models import UsageRecord
 from inference.registry import engine_for
-from inference.remote_engine import RemoteEngine
+from inference.engines.remote import RemoteEngine
 from inference.sampling import SamplingParams
 from moderation.models import AllowedCount
 from tests.conftest import sse_payloads

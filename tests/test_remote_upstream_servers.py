@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from accounts.models import UsageRecord
-from inference import metrics
+from prometheus_client import REGISTRY
 from inference.registry import engine_for
 from moderation.models import AllowedCount
 from tests.conftest import sse_payloads
@@ -103,7 +103,7 @@ def test_killing_one_of_two_upstreams_keeps_the_service_answering_through_the_ot
     labels = [server.url.removeprefix("http://") for server in servers]
 
     def served_by(label):
-        return metrics.REGISTRY.get_sample_value(
+        return REGISTRY.get_sample_value(
             "sluice_upstream_requests_total", {"model": REMOTE, "upstream": label, "outcome": "ok"}) or 0
 
     before = [served_by(label) for label in labels]
@@ -128,7 +128,7 @@ def test_killing_one_of_two_upstreams_keeps_the_service_answering_through_the_ot
     engine = engine_for(REMOTE)
     engine.probe()
     assert [u.healthy for u in engine.upstreams] == [False, True]
-    assert metrics.REGISTRY.get_sample_value("sluice_upstream_healthy", {"model": REMOTE, "upstream": labels[0]}) == 0
+    assert REGISTRY.get_sample_value("sluice_upstream_healthy", {"model": REMOTE, "upstream": labels[0]}) == 0
 
 
 @pytest.mark.model

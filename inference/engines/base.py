@@ -1,26 +1,20 @@
-"""The engine interface and the process-wide engine singleton.
+"""The engine interface: what every engine implements and what callers may rely on.
 
 An engine owns one model: it tokenizes, applies the chat template and generates. Local engines
-(transformers) and, later, remote ones (an upstream OpenAI-compatible server) implement the same small
-interface, so views and services never know which one they talk to.
+(transformers), the fake engine of the tests and remote ones (an upstream OpenAI-compatible server) implement
+the same small interface, so views and services never know which one they talk to. This module sits at the
+bottom of ``inference.engines``: it imports none of the implementations, and nothing here picks one
+(``inference.engines.factory`` does).
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
-from django.conf import settings
-
 from inference.detokenize import IncrementalDecoder, StopMatcher
 from inference.sampling import SamplingParams
-from moderation.model_loading import model_loading_lock
-
-logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -145,89 +139,3 @@ class Engine(ABC):
         """Run CPU work that would otherwise compete with this engine's forward passes (moderation's
         encoder). A local engine runs it between two of its steps; others run it at once."""
         return work()
-
-
-_engine: Engine | None = None
-_engine_lock = threading.Lock()
-_engine_error: str | None = None
-
-
-def _build_engine() -> Engine:
-    if not settings.SLUICE_LOCAL_MODEL:
-        raise RuntimeError("This worker serves no local model (SLUICE_LOCAL_MODEL=0)")
-    if settings.SLUICE_ENGINE == "fake":
-        from inference.fake_engine import FakeEngine
-
-        # A server's fake engine keeps no history: a soak would otherwise measure its lists growing.
-        return FakeEngine(token_delay_s=settings.SLUICE_FAKE_TOKEN_DELAY_S, remember=False)
-    if settings.SLUICE_ENGINE == "transformers":
-        from inference.transformers_engine import TransformersEngine
-
-        return TransformersEngine.from_settings()
-    raise RuntimeError(f"Unknown SLUICE_ENGINE {settings.SLUICE_ENGINE!r}")
-
-
-def get_engine() -> Engine:
-    """The process-wide engine, loaded on first use; concurrent first callers load it once."""
-    global _engine, _engine_error
-    if _engine is None:
-        with _engine_lock:
-            if _engine is None:
-                started = time.monotonic()
-                try:
-                    with model_loading_lock:  # never beside another model's from_pretrained
-                        _engine = _build_engine()
-                except Exception as error:
-                    _engine_error = f"{type(error).__name__}: {error}"
-                    raise
-                logger.info("Engine %s ready in %.1f s", _engine.model_id, time.monotonic() - started)
-    return _engine
-
-
-def engine_if_loaded() -> Engine | None:
-    return _engine
-
-
-def engine_status() -> str:
-    if _engine is not None:
-        return "ready"
-    if _engine_lock.locked():
-        return "loading"
-    return f"failed: {_engine_error}" if _engine_error else "not loaded"
-
-
-def set_engine(engine: Engine | None) -> None:
-    """Install an engine (tests, the benchmark) or forget the current one."""
-    global _engine
-    with _engine_lock:
-        _engine = engine
-
-
-def warm_up_in_background() -> threading.Thread:
-    """Start loading the engine without blocking (server start); /readyz turns true when done."""
-
-    def load():
-        from inference.registry import remote_engines_start
-
-        try:
-            if settings.SLUICE_LOCAL_MODEL:
-                get_engine()
-            remote_engines_start()  # their clients and health probes; remote models load nothing
-        except Exception:
-            logger.exception("Engine failed to load")
-
-    from inference.task_models import task_models_load_in_background, task_models_status
-    from moderation.detectors import detectors_load_in_background, detectors_status
-
-    # transformers resolves its top-level names lazily, and two threads resolving them at once can fail
-    # ("cannot import name 'AutoModelForCausalLM'": seen when the task models and the generator loaded together),
-    # so the names the loaders use are resolved here, in this one thread, before any of them starts.
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, DynamicCache  # noqa: F401
-
-    if detectors_status() == "not loaded":
-        detectors_load_in_background()  # at the same time as the model: ready in the longest of the three
-    if settings.SLUICE_LOCAL_MODEL and task_models_status() == "not loaded":
-        task_models_load_in_background()  # the task endpoints, like the local model, only where it is served
-    thread = threading.Thread(target=load, name="engine-warm-up", daemon=True)
-    thread.start()
-    return thread

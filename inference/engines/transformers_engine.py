@@ -7,7 +7,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from inference.engine import Engine, EngineBusy
+from inference.engines.base import Engine, EngineBusy
 from inference.model_files import load_model_and_tokenizer, model_source_from_settings
 from inference.sampling import SamplingParams
 from inference.sampling_defaults import generation_config_defaults, model_card_defaults

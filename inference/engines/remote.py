@@ -4,7 +4,7 @@ The platform keeps everything it owns (keys, limits, quotas, moderation, usage r
 generation: the request goes upstream as a streamed completion asking for ``stream_options.include_usage``,
 and the text comes back chunk by chunk through the same TextStream-like interface a local engine returns.
 Settlement uses the upstream's ``usage``; when it reports none (or the stream was cut short) the completion
-is counted from the text received, with the local tokenizer or an estimate (``inference.token_counting``).
+is counted from the text received, with the local tokenizer or an estimate (``inference.engines.token_counting``).
 
 Several upstreams per model: each request goes to the healthy one with the fewest requests in flight. A
 request that could not even connect is retried on another upstream (nothing was sent, so nothing can run
@@ -30,10 +30,10 @@ import httpx
 from django.conf import settings
 
 from inference import metrics
-from inference.engine import Engine, EngineError
+from inference.engines.base import Engine, EngineError
 from inference.observation import observation_current
 from inference.sampling import SamplingParams
-from inference.token_counting import EstimatedCounter, counter_for
+from inference.engines.token_counting import EstimatedCounter, counter_for
 
 logger = logging.getLogger(__name__)
 
@@ -119,14 +119,15 @@ class RemoteEngine(Engine):
             metrics.UPSTREAM_OUTSTANDING.labels(model_id, upstream.label).set(0)
 
     @classmethod
-    def from_settings(cls, model_id: str, config: dict) -> "RemoteEngine":
-        """``config`` is one entry of SLUICE_REMOTE_MODELS, as ``platform.env.remote_models_from_env`` returns it."""
+    def from_settings(cls, model_id: str, config: dict, *, local_engine=None) -> "RemoteEngine":
+        """``config`` is one entry of SLUICE_REMOTE_MODELS, as ``platform.env.remote_models_from_env`` returns it;
+        ``local_engine`` returns this worker's local engine, whose tokenizer counts a "local" tokenizer's prompts."""
         return cls(
             model_id=model_id,
             urls=config["urls"],
             api_key=config["api_key"],
             upstream_model=config["upstream_model"],
-            counter=counter_for(config["tokenizer"]),
+            counter=counter_for(config["tokenizer"], local_engine=local_engine),
             context_window=config["context_window"],
             connect_timeout=settings.SLUICE_UPSTREAM_CONNECT_TIMEOUT_S,
             read_timeout=settings.SLUICE_UPSTREAM_READ_TIMEOUT_S,
@@ -354,7 +355,7 @@ class RemoteEngine(Engine):
 
 
 class RemoteTextStream:
-    """One upstream stream as text pieces, like ``inference.engine.TextStream``.
+    """One upstream stream as text pieces, like ``inference.engines.base.TextStream``.
 
     ``finish_reason`` ends as "stop", "length", "cancelled", "timeout" (the request's deadline) or "error" (the
     stream broke after it had started; ``error_status``/``error_code`` say how). ``prompt_tokens`` is the

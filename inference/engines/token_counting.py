@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from django.conf import settings
 
@@ -40,18 +40,18 @@ class EstimatedCounter:
 
 
 class LocalTokenizerCounter:
-    """The local model's tokenizer: the loaded engine's when this worker serves the local model, otherwise the
-    tokenizer alone (loaded once, without the weights), so a remote-only worker stays light."""
+    """The local model's tokenizer: the loaded engine's when this worker serves the local model (``local_engine``
+    returns it), otherwise the tokenizer alone (loaded once, without the weights), so a remote-only worker
+    stays light."""
 
-    def __init__(self):
+    def __init__(self, local_engine: Callable[[], object] | None = None):
+        self._local_engine = local_engine
         self._tokenizer = None
         self._lock = threading.Lock()
 
     def _target(self):
-        if settings.SLUICE_LOCAL_MODEL:
-            from inference.engine import get_engine
-
-            return get_engine()
+        if self._local_engine is not None:
+            return self._local_engine()
         if self._tokenizer is None:
             with self._lock:
                 if self._tokenizer is None:
@@ -63,7 +63,7 @@ class LocalTokenizerCounter:
 
         transformers' lazy imports are not safe against two threads importing it at once (seen here: the
         moderation warm-up and a first request), so a worker loads it before it takes requests."""
-        if not settings.SLUICE_LOCAL_MODEL:
+        if self._local_engine is None:
             self._target()
 
     def count(self, text: str) -> int:
@@ -110,6 +110,7 @@ class _HuggingFaceTokenizer:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
 
 
-def counter_for(tokenizer: str):
-    """The counter a remote model's ``tokenizer`` setting names: "local" or "none" (an estimate)."""
-    return LocalTokenizerCounter() if tokenizer == "local" else EstimatedCounter()
+def counter_for(tokenizer: str, *, local_engine: Callable[[], object] | None = None):
+    """The counter a remote model's ``tokenizer`` setting names: "local" or "none" (an estimate). ``local_engine``
+    returns this worker's local engine when it serves one (its tokenizer is then used, not a second copy)."""
+    return LocalTokenizerCounter(local_engine) if tokenizer == "local" else EstimatedCounter()

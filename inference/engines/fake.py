@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 
-from inference.engine import Engine, EngineBusy
+from inference.engines.base import Engine, EngineBusy
 from inference.sampling import SamplingParams
 
 EOS = 0
