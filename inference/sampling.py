@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from inference.grammar_spec import GrammarSpec
+    from inference.tool_calls import ToolPlan
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class SamplingParams:
     # What the output must match (a JSON schema, any JSON object), enforced by constrained decoding; see
     # inference.constrained. None: free text.
     grammar: "GrammarSpec | None" = None
+    # Chat with tools (inference.tool_calls): a remote engine sends them upstream; a local one has already
+    # written them into the prompt and, for a forced call, into ``grammar``.
+    tools: "ToolPlan | None" = None
 
     @property
     def greedy(self) -> bool:

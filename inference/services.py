@@ -21,6 +21,7 @@ from inference.observation import observation_current
 from inference.registry import UnknownModel, available_models, default_engine, engine_for
 from inference.sampling import SamplingParams
 from inference.sampling_defaults import FIELDS, defaults_for
+from inference.tool_calls import ToolPlan, prompt_suffix, render_messages, tool_grammar, tool_plan_for
 from moderation.guard import OutputGuard
 from moderation.policies import policy_for
 from moderation.services import (
@@ -52,6 +53,7 @@ class GenerationJob:
     include_usage: bool = False
     messages: tuple[dict, ...] | None = None
     prompt: str | None = None
+    tools: ToolPlan | None = None  # chat with tools (tool_choice other than none)
     # The engine the job was validated against: the request runs on it even if the catalogue changes meanwhile.
     engine: Engine | None = field(default=None, compare=False, repr=False)
 
@@ -64,7 +66,7 @@ class GenerationJob:
         """The same job with its input texts replaced (redacted), re-encoded."""
         if self.messages is not None:
             messages = tuple({**m, "content": t} for m, t in zip(self.messages, texts))
-            return replace(self, messages=messages, prompt_ids=engine.encode_chat(list(messages)))
+            return replace(self, messages=messages, prompt_ids=_chat_prompt_ids(engine, messages, self.tools))
         return replace(self, prompt=texts[0], prompt_ids=engine.encode(texts[0]))
 
 
@@ -75,6 +77,8 @@ class Generated:
     prompt_tokens: int
     completion_tokens: int
     logprobs: list[LogprobEntry] | None = None  # when asked: one per token of ``text``
+    tools: ToolPlan | None = None  # the text is read for tool calls (inference.tool_calls)
+    upstream_tool_calls: list[dict] | None = None  # a remote model's calls, as its upstream made them
 
     @property
     def usage(self) -> dict:
@@ -97,7 +101,7 @@ def _engine_for(model: str) -> Engine:
 
 
 def _sampling_params(data: dict, *, max_tokens: int | None, engine: Engine, logprobs: bool = False,
-                     top_logprobs: int = 0, grammar=None) -> SamplingParams:
+                     top_logprobs: int = 0, grammar=None, tools: ToolPlan | None = None) -> SamplingParams:
     """The request's own fields; what it leaves out (or sends as null), the model's defaults."""
     defaults, unset = defaults_for(engine)
     given = {name: data[name] for name in FIELDS if data.get(name) is not None}
@@ -114,6 +118,7 @@ def _sampling_params(data: dict, *, max_tokens: int | None, engine: Engine, logp
         logprobs=logprobs,
         top_logprobs=top_logprobs,
         grammar=grammar,
+        tools=tools,
     )
 
 
@@ -150,19 +155,40 @@ def _check_lengths(engine: Engine, prompt_ids: list[int], params: SamplingParams
         raise ApiError("min_tokens must not exceed max_tokens.", param="min_tokens", code="invalid_value")
 
 
+def _chat_message(message: dict) -> dict:
+    kept = {"role": message["role"], "content": message["content"]}
+    for name in ("tool_calls", "tool_call_id", "name"):
+        if message.get(name):
+            kept[name] = message[name]
+    return kept
+
+
+def _chat_prompt_ids(engine: Engine, messages, tools: ToolPlan | None) -> list[int]:
+    """The conversation through the model's template, tools and tool messages written in as
+    inference.tool_calls says; a forced call's opening follows the generation prompt."""
+    if not tools and not any(m.get("tool_calls") or m["role"] == "tool" for m in messages):
+        return engine.encode_chat(list(messages))
+    prompt_ids = engine.encode_chat(render_messages(messages, tools))
+    suffix = prompt_suffix(tools) if engine.constrains_locally else ""
+    return prompt_ids + engine.encode(suffix) if suffix else prompt_ids
+
+
 def job_for_chat(*, data: dict) -> GenerationJob:
     engine = _engine_for(data["model"])
     requested = data.get("max_completion_tokens") or data.get("max_tokens")
     param = "max_completion_tokens" if data.get("max_completion_tokens") else "max_tokens"
     max_tokens = _resolve_max_tokens(requested, settings.SLUICE_DEFAULT_MAX_TOKENS, param=param)
+    tools = tool_plan_for(data.get("tools"), data.get("tool_choice"), data.get("parallel_tool_calls"))
+    # A forced call is decoded under its own grammar here; a remote upstream is sent the tools themselves.
+    grammar = (tool_grammar(tools) if engine.constrains_locally else None) or data.get("response_format")
     params = _sampling_params(data, max_tokens=max_tokens, engine=engine, logprobs=bool(data.get("logprobs")),
-                              top_logprobs=data.get("top_logprobs") or 0, grammar=data.get("response_format"))
-    messages = tuple({"role": message["role"], "content": message["content"]} for message in data["messages"])
-    prompt_ids = engine.encode_chat(list(messages))
+                              top_logprobs=data.get("top_logprobs") or 0, grammar=grammar, tools=tools)
+    messages = tuple(_chat_message(message) for message in data["messages"])
+    prompt_ids = _chat_prompt_ids(engine, messages, tools)
     _check_lengths(engine, prompt_ids, params, param="messages")
     include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
     return GenerationJob(ENDPOINT_CHAT, data["model"], prompt_ids, params, include_usage, messages=messages,
-                         engine=engine)
+                         tools=tools, engine=engine)
 
 
 def job_for_completion(*, data: dict) -> GenerationJob:
@@ -255,6 +281,8 @@ class RunningGeneration:
                 prompt_tokens=getattr(self.text_stream, "prompt_tokens", None) or len(self.job.prompt_ids),
                 completion_tokens=self.text_stream.completion_tokens,
             )
+            self.result.tools = self.job.tools
+            self.result.upstream_tool_calls = getattr(self.text_stream, "tool_calls", None) or None
             if self.job.params.logprobs:
                 entries = getattr(self.text_stream, "logprob_entries", None) or []
                 self.result.logprobs = LogprobCursor(entries).take(self._released_chars, final=True)

@@ -225,10 +225,6 @@ def test_an_empty_prompt_list_is_a_400(api, fake_engine, metered, stream):
 @pytest.mark.parametrize(
     "path, field, value",
     [
-        (CHAT, "tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
-        (CHAT, "tool_choice", "auto"),
-        (CHAT, "tool_choice", "required"),
-        (CHAT, "parallel_tool_calls", True),
         (CHAT, "functions", [{"name": "f", "parameters": {}}]),
         (CHAT, "function_call", "auto"),
         (CHAT, "presence_penalty", 0.5),

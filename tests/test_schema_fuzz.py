@@ -61,8 +61,11 @@ def requests_keep_the_test_transaction():
 
 @pytest.fixture(scope="module", autouse=True)
 def moderation_loaded():
-    """Loaded before the run, as a server loads it at start, so /readyz answers 200 rather than its 503."""
+    """Loaded before the run, as a server loads them at start, so /readyz answers 200 rather than its 503."""
+    from inference.task_models import task_models_load_in_background
+
     detectors_load_in_background().join()
+    task_models_load_in_background().join()
 
 
 # The keys' plaintexts are fixed for the module: schemathesis builds its coverage cases, auth included, when

@@ -117,6 +117,8 @@ class Engine(ABC):
 
     model_id: str
     context_window: int
+    # A local engine enforces grammars itself (forced tool calls, response_format); a remote one forwards them.
+    constrains_locally = True
 
     @abstractmethod
     def encode(self, text: str) -> list[int]: ...

@@ -80,6 +80,7 @@ def _public_message(message: str, upstreams: Sequence[Upstream]) -> str:
 
 
 class RemoteEngine(Engine):
+    constrains_locally = False  # the upstream gets response_format and tools, and applies them
     def __init__(
         self,
         *,
@@ -211,7 +212,14 @@ class RemoteEngine(Engine):
         if params.grammar is not None:  # the upstream enforces it (vLLM, llama-server and Sluice all do)
             body["response_format"] = params.grammar.as_response_format()
         if messages is not None:
-            body["messages"] = [{"role": m["role"], "content": m["content"]} for m in messages]
+            body["messages"] = [{"role": m["role"], "content": m["content"],
+                                 **{k: m[k] for k in ("tool_calls", "tool_call_id", "name") if m.get(k)}}
+                                for m in messages]
+            if params.tools is not None:  # the upstream renders and parses them (its own model's format)
+                body["tools"] = params.tools.tools
+                body["tool_choice"] = json.loads(params.tools.tool_choice_json)
+                if params.tools.parallel is not None:
+                    body["parallel_tool_calls"] = params.tools.parallel
             if params.logprobs:
                 body["logprobs"] = True
                 if params.top_logprobs:
@@ -394,6 +402,7 @@ class RemoteTextStream:
         self._cancelled = False
         # The upstream's logprobs, placed in the text received (like a local TextStream's).
         self.logprob_entries: list[LogprobEntry] | None = [] if logprobs else None
+        self.tool_calls: list[dict] = []  # the upstream's tool calls, their argument deltas joined
         self._received_chars = 0
 
     @property
@@ -474,6 +483,8 @@ class RemoteTextStream:
         if self._chat:
             delta = choice.get("delta") or {}
             text = delta.get("content") if isinstance(delta, dict) else None
+            if isinstance(delta, dict) and isinstance(delta.get("tool_calls"), list):
+                self._note_tool_calls(delta["tool_calls"])
         else:
             text = choice.get("text")
         text = text if isinstance(text, str) else ""
@@ -481,6 +492,21 @@ class RemoteTextStream:
             self._note_logprobs(choice.get("logprobs"))
         self._received_chars += len(text)
         return text
+
+    def _note_tool_calls(self, deltas: list) -> None:
+        for delta in deltas:
+            if not isinstance(delta, dict) or not isinstance(delta.get("index", 0), int):
+                continue
+            index = delta.get("index", 0)
+            while len(self.tool_calls) <= index:
+                self.tool_calls.append({"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+            call, function = self.tool_calls[index], delta.get("function") or {}
+            if isinstance(delta.get("id"), str):
+                call["id"] = delta["id"]
+            if isinstance(function.get("name"), str):
+                call["function"]["name"] += function["name"]
+            if isinstance(function.get("arguments"), str):
+                call["function"]["arguments"] += function["arguments"]
 
     def _note_logprobs(self, logprobs) -> None:
         """Chat's ``{"content": [token logprobs]}`` or the legacy ``{"tokens", "token_logprobs", "top_logprobs"}``."""
