@@ -194,3 +194,29 @@ def test_an_unknown_service_tier_is_a_400_that_runs_nothing(api, fake_engine):
     response = api.post(CHAT, {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "service_tier": "gold"})
     assert response.status_code == 400 and response.json()["error"]["param"] == "service_tier"
     assert fake_engine.submitted == []
+
+
+def test_metrics_and_the_dashboard_show_each_accounts_running_queued_and_share(client, admin_client, account,
+                                                                              tiny_engine, settings):
+    from accounts.services import key_create
+
+    settings.SLUICE_METRICS_TOKEN = "metrics-secret"
+    account.max_concurrent_sequences = 1
+    account.tokens_per_minute = 1_000_000
+    account.save()
+    api = Api(client, key_create(account=account).plaintext)
+    streams = [api.post(CHAT, long_stream()) for _ in range(2)]
+    wait_until(lambda: tiny_engine.stats()["steps"] > 70)  # the share is over the last ~64 steps
+    body = client.get("/metrics", HTTP_AUTHORIZATION="Bearer metrics-secret").content.decode()
+    labels = f'account="{account.pk}",model="{MODEL}"'
+    assert f"sluice_engine_account_running{{{labels}}} 1.0" in body
+    assert f"sluice_engine_account_queued{{{labels}}} 1.0" in body
+    share = next(line for line in body.splitlines() if line.startswith(f"sluice_engine_account_share{{{labels}}}"))
+    assert float(share.split()[-1]) > 0.99  # alone on the engine
+
+    page = admin_client.get("/admin/")
+    rows = page.context["dashboard"]["sharing"]
+    assert [(r["name"], r["running"], r["queued"]) for r in rows] == [("acme", 1, 1)]
+    assert b'id="sluice-sharing"' in page.content and b"acme" in page.content
+    for response in streams:
+        disconnect_client(response)
