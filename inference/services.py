@@ -13,10 +13,18 @@ from dataclasses import dataclass, field, replace
 from django.conf import settings
 
 from accounts.models import ApiKey
-from accounts.services import AccessRefused, Admission, key_check_access, request_admit, request_settle
+from accounts.services import (
+    AccessRefused,
+    Admission,
+    account_share,
+    key_check_access,
+    request_admit,
+    request_settle,
+)
 from inference import metrics
 from inference.engines.base import Engine, EngineBusy, EngineError, TextStream
 from inference.logprob_entries import LogprobCursor, LogprobEntry
+from inference.fair_queue import BATCH, INTERACTIVE, AccountLimitExceeded, Share
 from inference.observation import observation_current
 from inference.registry import UnknownModel, available_models, default_engine, engine_for
 from inference.sampling import SamplingParams
@@ -54,6 +62,7 @@ class GenerationJob:
     messages: tuple[dict, ...] | None = None
     prompt: str | None = None
     tools: ToolPlan | None = None  # chat with tools (tool_choice other than none)
+    tier: str = INTERACTIVE  # service_tier "flex": BATCH, yielding to the account's interactive work
     # The engine the job was validated against: the request runs on it even if the catalogue changes meanwhile.
     engine: Engine | None = field(default=None, compare=False, repr=False)
 
@@ -171,6 +180,22 @@ def _chat_prompt_ids(engine: Engine, messages, tools: ToolPlan | None) -> list[i
     prompt_ids = engine.encode_chat(render_messages(messages, tools))
     suffix = prompt_suffix(tools) if engine.constrains_locally else ""
     return prompt_ids + engine.encode(suffix) if suffix else prompt_ids
+def _tier(data: dict) -> str:
+    return BATCH if data.get("service_tier") == "flex" else INTERACTIVE
+
+
+def share_for(*, key: ApiKey, tier: str = INTERACTIVE) -> Share:
+    """What the engine needs to share the model fairly: the key's account, its weight and limits, the tier."""
+    allowed = account_share(account=key.account)
+    return Share(account=str(key.account_id), weight=allowed.weight, max_running=allowed.max_running,
+                 max_queued=allowed.max_queued, tier=tier)
+
+
+def account_limited_error(limited: AccountLimitExceeded, headers: dict[str, str]) -> ApiError:
+    """The 429 of an account past its concurrency limits (running and waiting generations)."""
+    retry_after = max(limited.retry_after, settings.SLUICE_FAIR_RETRY_AFTER_S)
+    return ApiError(limited.message, status_code=429, type="concurrency", code="rate_limit_exceeded",
+                    headers={**headers, "Retry-After": str(retry_after)})
 
 
 def job_for_chat(*, data: dict) -> GenerationJob:
@@ -188,7 +213,7 @@ def job_for_chat(*, data: dict) -> GenerationJob:
     _check_lengths(engine, prompt_ids, params, param="messages")
     include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
     return GenerationJob(ENDPOINT_CHAT, data["model"], prompt_ids, params, include_usage, messages=messages,
-                         tools=tools, engine=engine)
+                         tools=tools, tier=_tier(data), engine=engine)
 
 
 def job_for_completion(*, data: dict) -> GenerationJob:
@@ -202,7 +227,7 @@ def job_for_completion(*, data: dict) -> GenerationJob:
     _check_lengths(engine, prompt_ids, params, param="prompt")
     include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
     return GenerationJob(ENDPOINT_COMPLETIONS, data["model"], prompt_ids, params, include_usage, prompt=prompt,
-                         engine=engine)
+                         tier=_tier(data), engine=engine)
 
 
 def job_for_generate(*, data: dict) -> GenerationJob:
@@ -368,8 +393,12 @@ def generation_start(*, key: ApiKey, request_id: str, job: GenerationJob, stream
     try:
         text_stream = engine.stream(
             job.prompt_ids, job.params, deadline=deadline, messages=list(job.messages) if job.messages else None,
-            prompt=job.prompt if job.messages is None else None,
+            prompt=job.prompt if job.messages is None else None, share=share_for(key=key, tier=job.tier),
         )
+    except AccountLimitExceeded as limited:  # nothing was generated: charge nothing
+        request_settle(admission=admission, prompt_tokens=0, completion_tokens=0, status_code=429,
+                       error_code="rate_limit_exceeded")
+        raise account_limited_error(limited, admission.headers) from None
     except EngineError as failed:  # nothing was generated: charge nothing
         request_settle(admission=admission, prompt_tokens=0, completion_tokens=0, status_code=failed.status_code,
                        error_code=failed.code)

@@ -17,6 +17,7 @@ from inference.sampling_defaults import generation_config_defaults, model_card_d
 class TransformersEngine(Engine):
     def __init__(self, *, model, tokenizer, model_id: str, max_batch_size: int, max_queue: int,
                  model_card_defaults: dict | None = None):
+        from inference.fair_queue import FairQueue, FcfsQueue
         from inference.scheduler import BatchScheduler
         from inference.torch_threads import model_threads
 
@@ -35,9 +36,12 @@ class TransformersEngine(Engine):
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.grammars = GrammarCompiler(tokenizer, vocab_size=self.vocab_size)
         self._vocabulary_bytes: list[bytes] | None = None
+        # Who joins the batch next: fair by account (issue 18), or first come first served.
+        waiting = (FairQueue(max_batch_size, burst_rows=settings.SLUICE_FAIR_BURST_ROWS) if settings.SLUICE_FAIR_SHARING
+                   else FcfsQueue(max_batch_size))
         self.scheduler = BatchScheduler(
             model, eos_token_ids=eos_ids, pad_token_id=pad_id, max_batch_size=max_batch_size, max_queue=max_queue,
-            threads=model_threads(),
+            threads=model_threads(), waiting_queue=waiting,
         )
 
     @classmethod
@@ -75,7 +79,7 @@ class TransformersEngine(Engine):
             self._vocabulary_bytes = vocabulary_bytes(self.tokenizer, self.vocab_size)
         return self._vocabulary_bytes[token_id] if 0 <= token_id < len(self._vocabulary_bytes) else b""
 
-    def submit(self, prompt_ids: list[int], params: SamplingParams, *, deadline: float | None = None):
+    def submit(self, prompt_ids: list[int], params: SamplingParams, *, deadline: float | None = None, share=None):
         from inference.scheduler import QueueFull
 
         guide = None
@@ -86,12 +90,15 @@ class TransformersEngine(Engine):
                 raise EngineError(f"The schema cannot be enforced: {error}", status_code=400,
                                   code="invalid_value") from None
         try:
-            return self.scheduler.submit(prompt_ids, params, deadline=deadline, guide=guide)
+            return self.scheduler.submit(prompt_ids, params, deadline=deadline, share=share, guide=guide)
         except QueueFull as full:
             raise EngineBusy(str(full)) from None
 
     def stats(self) -> dict:
         return self.scheduler.stats()
+
+    def account_stats(self) -> list:
+        return self.scheduler.account_stats()
 
     def run_exclusive(self, work):
         return self.scheduler.run_between_steps(work)
