@@ -45,16 +45,28 @@ class ChatLogprobsSerializer(serializers.Serializer):
     refusal = TokenLogprobSerializer(many=True, allow_null=True, required=False)
 
 
+class CalledFunctionSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    arguments = serializers.CharField(allow_blank=True, help_text="JSON text of the arguments.")
+
+
+class ToolCallSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    type = serializers.ChoiceField(choices=["function"])
+    function = CalledFunctionSerializer()
+
+
 class ChatMessageSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=["assistant"])
-    content = serializers.CharField(allow_blank=True)
+    content = serializers.CharField(allow_blank=True, allow_null=True, help_text="null when the reply is only tool calls.")
+    tool_calls = ToolCallSerializer(many=True, required=False, help_text="The calls the reply makes, if any.")
 
 
 class ChatChoiceSerializer(serializers.Serializer):
     index = serializers.IntegerField()
     message = ChatMessageSerializer()
     logprobs = ChatLogprobsSerializer(allow_null=True, help_text="With `logprobs: true`; else null.")
-    finish_reason = serializers.CharField(help_text="`stop`, `length`, `content_filter` or `error`.")
+    finish_reason = serializers.CharField(help_text="`stop`, `length`, `tool_calls`, `content_filter` or `error`.")
 
 
 class ChatCompletionSerializer(serializers.Serializer):

@@ -119,14 +119,16 @@ class ResponseFormatField(serializers.Field):
 _FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 
 
-def _function_name(value) -> str:
-    if not isinstance(value, str) or not _FUNCTION_NAME.fullmatch(value):
-        raise serializers.ValidationError("A function name is 1-64 letters, digits, _ or -.")
-    return value
+def _no_null_items(items):
+    """A list field that may itself be null holds objects, never nulls (DRF lets a null item through to a
+    child serializer that allows null)."""
+    if items and any(item is None for item in items):
+        raise serializers.ValidationError("Items must be objects, not null.")
+    return items
 
 
 class CalledFunctionSerializer(StrictJSONTypes, serializers.Serializer):
-    name = serializers.CharField(max_length=64, validators=[_function_name])
+    name = serializers.CharField(max_length=256)
     arguments = serializers.CharField(allow_blank=True, trim_whitespace=False, help_text="JSON text.")
 
 
@@ -148,11 +150,15 @@ class MessageSerializer(StrictJSONTypes, serializers.Serializer):
     def validate_content(self, value):
         return "" if value is None else value
 
+    def validate_tool_calls(self, value):
+        return _no_null_items(value)
+
 
 class FunctionSerializer(StrictJSONTypes, serializers.Serializer):
-    name = serializers.CharField(max_length=64, validators=[_function_name])
+    name = serializers.RegexField(r"^[a-zA-Z0-9_-]{1,64}$", max_length=64,
+                                  error_messages={"invalid": "A function name is 1-64 letters, digits, _ or -."})
     description = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
-    parameters = serializers.JSONField(required=False, allow_null=True, help_text="A JSON Schema of the arguments.")
+    parameters = serializers.DictField(required=False, allow_null=True, help_text="A JSON Schema of the arguments.")
     strict = serializers.BooleanField(required=False, allow_null=True)
 
     def validate_parameters(self, value):
@@ -287,6 +293,9 @@ class ChatCompletionRequestSerializer(GenerationOptionsSerializer):
 
     def validate_max_completion_tokens(self, value):
         return _within_new_token_limit(value)
+
+    def validate_tools(self, value):
+        return _no_null_items(value)
 
     def validate(self, attrs):
         if attrs.get("top_logprobs") and not attrs.get("logprobs"):

@@ -8,6 +8,7 @@ data refused, valid data served, auth ignored). Run alone: ``python -m pytest -m
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 
 import pytest
@@ -146,6 +147,31 @@ def _top_logprobs_with_logprobs(case) -> None:
         body["logprobs"] = True
 
 
+def _tool_choice_names_a_tool(case) -> None:
+    """What the schema says of ``tools`` and ``tool_choice`` in prose only: tool names are unique, and a
+    tool_choice other than none needs tools, one of them named when it names a function. Valid cases only."""
+    body = case.body
+    if not (isinstance(body, dict) and case.path == "/v1/chat/completions" and case.meta
+            and case.meta.generation.mode.is_positive):
+        return
+    tools, seen = [], set()
+    for index, tool in enumerate(body.get("tools") or []):
+        name = tool["function"]["name"] if isinstance(tool, dict) and isinstance(tool.get("function"), dict) else None
+        if isinstance(name, str) and not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", name):
+            # The pattern's $ lets Python's re (and so the generator) end a name in a newline; JSON Schema's does not.
+            name = tool["function"]["name"] = f"tool_{index}"
+        if name not in seen:
+            seen.add(name)
+            tools.append(tool)
+    if body.get("tools"):
+        body["tools"] = tools
+    choice = body.get("tool_choice")
+    if choice not in (None, "none") and not tools:
+        body["tool_choice"] = None
+    elif isinstance(choice, dict) and choice.get("function", {}).get("name") not in seen:
+        choice["function"]["name"] = next(iter(seen))
+
+
 def _valid_ids_name_real_objects(case) -> None:
     """Valid cases of the detail operations act on a key or model that exists (random ids are only 404s);
     invalid cases keep theirs."""
@@ -162,6 +188,7 @@ def test_the_api_answers_as_its_schema_says(case, fuzz_key):
     if case.path in ("/v1/chat/completions", "/v1/completions"):
         _min_tokens_within_max_tokens(case)
         _top_logprobs_with_logprobs(case)
+        _tool_choice_names_a_tool(case)
     _valid_ids_name_real_objects(case)
     case.call_and_validate()
 
