@@ -75,7 +75,7 @@ def _task_model(task: str, folder: Path, base, labels: int, *, pool: bool) -> to
 # How each task's linear layers are served, chosen on the development splits (benchmarks/task_eval_offline.py
 # --precisions; figures in README's Benchmarks): "int8" per tensor, "int8-per-channel" (a scale per output
 # row) or "float32" (not quantized: 31 MB more per task than int8).
-SERVED_PRECISION = {"sentiment": "int8-per-channel", "qa": "int8"}
+SERVED_PRECISION = {"sentiment": "int8-per-channel", "qa": "float32"}
 
 
 def quantize(model: torch.nn.Module, precision: str) -> torch.nn.Module:
