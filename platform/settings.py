@@ -181,6 +181,10 @@ SLUICE_TORCH_THREADS = env_int("SLUICE_TORCH_THREADS", 0, minimum=0)  # the mode
 SLUICE_TASK_MAX_INPUTS = env_int("SLUICE_TASK_MAX_INPUTS", 32, minimum=1, maximum=1000)
 SLUICE_SENTIMENT_MODEL_PATH = env_str("SLUICE_SENTIMENT_MODEL_PATH", "")
 SLUICE_QA_MODEL_PATH = env_str("SLUICE_QA_MODEL_PATH", "")
+# /v1/embeddings: at most this many texts per request (OpenAI's limit) and this many tokens in all (the
+# encoder's thread reads about 2,000-4,000 tokens a second here: a request of the maximum is ~20-30 s of it).
+SLUICE_EMBEDDING_MAX_INPUTS = env_int("SLUICE_EMBEDDING_MAX_INPUTS", 2048, minimum=1, maximum=2048)
+SLUICE_EMBEDDING_MAX_TOKENS = env_int("SLUICE_EMBEDDING_MAX_TOKENS", 65_536, minimum=256)
 SLUICE_MODERATION_MAX_INPUTS = env_int("SLUICE_MODERATION_MAX_INPUTS", 32, minimum=1, maximum=1000)
 # Allowed moderation decisions are counted in memory and written at most this often (seconds; 0: at once).
 SLUICE_MODERATION_COUNT_FLUSH_S = env_float("SLUICE_MODERATION_COUNT_FLUSH_S", 5.0)
