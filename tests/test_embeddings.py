@@ -246,3 +246,14 @@ def test_embeddings_count_against_quotas_and_token_rate_limits(api, account, emb
     limited = api.post("/v1/embeddings", {"input": QUERY})
     assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limit_exceeded"
     assert limited["Retry-After"]
+
+
+def test_a_worker_without_a_local_generator_still_serves_embeddings(api, settings, embedder):
+    from inference.engines.factory import engine_if_loaded, set_engine
+
+    set_engine(None)
+    settings.SLUICE_LOCAL_MODEL = False  # moderation then runs on the request's thread
+    response = api.post("/v1/embeddings", {"input": [QUERY, THREAT]})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "content_filter"
+    assert api.post("/v1/embeddings", {"input": QUERY}).status_code == 200
+    assert engine_if_loaded() is None  # no generator was loaded for it
