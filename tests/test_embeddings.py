@@ -257,3 +257,17 @@ def test_a_worker_without_a_local_generator_still_serves_embeddings(api, setting
     assert response.status_code == 400 and response.json()["error"]["code"] == "content_filter"
     assert api.post("/v1/embeddings", {"input": QUERY}).status_code == 200
     assert engine_if_loaded() is None  # no generator was loaded for it
+
+
+def test_the_int8_setting_reads_each_text_alone_so_its_vector_never_depends_on_the_batch(embedder):
+    from inference.embedding_model import EmbeddingModel
+
+    int8 = EmbeddingModel(precision="int8")  # SLUICE_EMBEDDING_PRECISION=int8; the same encoder, no new copy
+    assert int8._encoder is embedder._encoder
+    texts = [QUERY, PARAPHRASE, UNRELATED]
+    together = int8.embed([text_token_ids(text) for text in texts])
+    alone = int8.embed([text_token_ids(QUERY)])[0]
+    assert together[0].dtype == np.float32 and np.array_equal(together[0], alone)
+    assert cosine(together[0], together[1]) > cosine(together[0], together[2]) + 0.3
+    exact = embedder.embed([text_token_ids(QUERY)])[0]
+    assert 0.95 < cosine(alone, exact) < 0.9999  # int8 activations: near the model's vector, not equal to it
