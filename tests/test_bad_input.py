@@ -132,7 +132,7 @@ def test_the_real_engine_refuses_an_out_of_range_seed_before_charging_and_sample
 
 
 @pytest.mark.parametrize("path", [CHAT, "/v1/completions", "/v1/moderations", "/v1/sentiment", "/v1/qa", "/generate",
-                                  "/v1/keys"])
+                                  "/v1/keys", "/v1/embeddings"])
 def test_json_nested_10000_deep_is_a_400_not_a_recursion_error(api, fake_engine, metered, path):
     body = '{"model": "x", "input": ' + "[" * 10_000 + "]" * 10_000 + "}"
     assert_refused_and_free(api.post(path, raw=body.encode()), fake_engine, param=None)
@@ -167,6 +167,7 @@ SURROGATE = '"a\\ud800b"'  # as JSON text: the escape decodes to a lone surrogat
         ("/v1/sentiment", '{"input": %s}' % SURROGATE, "input"),
         ("/v1/qa", '{"question": %s, "context": "The tower is in Paris."}' % SURROGATE, "question"),
         ("/v1/qa", '{"input": [{"question": "Where?", "context": %s}]}' % SURROGATE, "input[0].context"),
+        ("/v1/embeddings", '{"input": ["fine", %s]}' % SURROGATE, "input[1]"),
         ("/generate", '{"text": %s}' % SURROGATE, "text"),
         ("/v1/keys", '{"name": %s}' % SURROGATE, "name"),
     ],
@@ -183,6 +184,7 @@ def test_a_lone_surrogate_is_a_400_naming_the_field(api, fake_engine, metered, p
         ("/v1/moderations", {"input": THREAT + "\x00"}, "input"),
         ("/v1/sentiment", {"input": ["ok", "a\x00b"]}, "input[1]"),
         ("/v1/qa", {"question": "Where?", "context": "Paris\x00"}, "context"),
+        ("/v1/embeddings", {"input": ["ok", "a\x00b"]}, "input[1]"),
         ("/v1/keys", {"name": "a\x00b"}, "name"),
     ],
 )
