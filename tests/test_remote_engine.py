@@ -138,6 +138,31 @@ def test_logprobs_and_response_format_go_upstream_and_the_upstreams_logprobs_com
     assert upstream.requests[2]["body"]["logprobs"] == 1
 
 
+def test_tools_go_upstream_as_sent_and_the_upstreams_calls_come_back_whole_and_streamed(api, settings, stubs):
+    upstream = stubs([], usage={"prompt_tokens": 30, "completion_tokens": 9}, finish_reason="tool_calls")
+    upstream.tool_call = {"id": "call_up", "name": "get_weather", "arguments": '{"city": "Oslo"}'}
+    settings.SLUICE_REMOTE_MODELS = remote_config(upstream.url)
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    history = [{"role": "user", "content": "Weather in Oslo?"},
+               {"role": "assistant", "content": None, "tool_calls": [{"id": "call_0", "type": "function", "function": {
+                   "name": "get_weather", "arguments": '{"city": "Bergen"}'}}]},
+               {"role": "tool", "tool_call_id": "call_0", "content": "rain"}]
+    body = api.post(CHAT, {"model": REMOTE, "messages": history, "tools": [tool], "tool_choice": "required"}).json()
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
+    assert choice["message"]["tool_calls"] == [{"id": "call_up", "type": "function", "function": {
+        "name": "get_weather", "arguments": '{"city": "Oslo"}'}}]
+    sent = upstream.requests[0]["body"]
+    assert sent["tools"] == [tool] and sent["tool_choice"] == "required" and "response_format" not in sent
+    assert sent["messages"][1]["tool_calls"][0]["id"] == "call_0" and sent["messages"][2]["tool_call_id"] == "call_0"
+    streamed = sse_payloads(api.post(CHAT, {"model": REMOTE, "messages": history, "tools": [tool], "stream": True}))
+    deltas = [p["choices"][0]["delta"] for p in streamed[:-1] if p["choices"]]
+    assert [d["tool_calls"][0]["function"] for d in deltas if "tool_calls" in d] == [
+        {"name": "get_weather", "arguments": '{"city": "Oslo"}'}]
+    assert streamed[-2]["choices"][0]["finish_reason"] == "tool_calls"
+
+
 def test_without_upstream_usage_the_completion_is_counted_with_the_local_tokenizer(api, settings, stubs, fake_engine):
     upstream = stubs(["abc", "de"], usage=None)
     settings.SLUICE_REMOTE_MODELS = remote_config(upstream.url)

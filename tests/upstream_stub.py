@@ -30,6 +30,7 @@ class StubUpstream:
         self.paused = threading.Event()
         self.resume = threading.Event()
         self.models_status = 200
+        self.tool_call: dict | None = None  # chat: sent after the chunks as two deltas (name, then arguments)
         self.requests: list[dict] = []
         stub = self
 
@@ -73,6 +74,12 @@ class StubUpstream:
                                                            "top_logprobs": []}]} if chat else {
                             "tokens": [text], "token_logprobs": [-0.25], "top_logprobs": [{text: -0.25}]}
                     self._event({"object": "chunk", "choices": [{**choice, "finish_reason": None}]})
+                if chat and stub.tool_call is not None:
+                    call = stub.tool_call
+                    self._event({"object": "chunk", "choices": [{"index": 0, "finish_reason": None, "delta": {"tool_calls": [
+                        {"index": 0, "id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": ""}}]}}]})
+                    self._event({"object": "chunk", "choices": [{"index": 0, "finish_reason": None, "delta": {"tool_calls": [
+                        {"index": 0, "function": {"arguments": call["arguments"]}}]}}]})
                 final = {"index": 0, "delta": {}} if chat else {"index": 0, "text": ""}
                 self._event({"object": "chunk", "choices": [{**final, "finish_reason": stub.finish_reason}]})
                 if stub.usage is not None:
