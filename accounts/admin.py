@@ -23,7 +23,8 @@ class ApiKeyInline(admin.TabularInline):
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
     list_display = ["name", "contact_email", "is_active", "requests_per_minute", "tokens_per_minute",
-                    "daily_token_quota", "monthly_token_quota", "created_at"]
+                    "daily_token_quota", "monthly_token_quota", "share_weight", "max_concurrent_sequences",
+                    "max_queued_requests", "created_at"]
     list_filter = ["is_active"]
     search_fields = ["name", "contact_email"]
     inlines = [ApiKeyInline]

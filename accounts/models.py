@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -26,6 +27,19 @@ class Account(models.Model):
     tokens_per_minute = models.PositiveIntegerField(default=100_000)
     daily_token_quota = models.PositiveBigIntegerField(null=True, blank=True, help_text="Empty: unlimited.")
     monthly_token_quota = models.PositiveBigIntegerField(null=True, blank=True, help_text="Empty: unlimited.")
+    # Fair sharing of a model between accounts (inference/fair_queue.py); empty: the SLUICE_FAIR_* default.
+    share_weight = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="Share of the model's decode slots under contention, relative to other accounts' weights. "
+                  "Empty: SLUICE_FAIR_DEFAULT_WEIGHT (1).")
+    max_concurrent_sequences = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text="Generations decoding at once (per worker and model; the rest wait). "
+                  "Empty: SLUICE_FAIR_MAX_RUNNING (0: up to the batch size).")
+    max_queued_requests = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text="Requests waiting for a slot (per worker and model); past it, 429 rate_limit_exceeded. "
+                  "Empty: SLUICE_FAIR_MAX_QUEUED (48).")
 
     def __str__(self) -> str:
         return self.name

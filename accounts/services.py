@@ -415,3 +415,23 @@ def key_suspend(*, key: ApiKey) -> None:
     """Suspend a key (reversible by an admin). Suspending a suspended key changes nothing."""
     ApiKey.objects.filter(pk=key.pk, suspended_at__isnull=True).update(suspended_at=clock.now())
     key_cache_forget(key.lookup_id)
+
+
+@dataclass(frozen=True)
+class AccountShare:
+    """An account's part in fair sharing of a model (inference/fair_queue.py): its own fields, else the defaults."""
+
+    weight: int
+    max_running: int | None  # None: up to the batch size
+    max_queued: int
+
+
+def account_share(*, account: Account) -> AccountShare:
+    from django.conf import settings
+
+    def own(value, default):
+        return default if value is None else value
+
+    max_running = own(account.max_concurrent_sequences, settings.SLUICE_FAIR_MAX_RUNNING) or None
+    return AccountShare(weight=own(account.share_weight, settings.SLUICE_FAIR_DEFAULT_WEIGHT), max_running=max_running,
+                        max_queued=own(account.max_queued_requests, settings.SLUICE_FAIR_MAX_QUEUED))

@@ -30,6 +30,23 @@ RATE_LIMITED = Counter("sluice_rate_limited", "429 answers by reason", ["reason"
 MODERATION_ACTIONS = Counter("sluice_moderation_actions", "Moderation decisions in the request path", ["direction", "action"])
 ENGINE_QUEUE_DEPTH = Gauge("sluice_engine_queue_depth", "Requests waiting for a batch slot", ["model"], multiprocess_mode="livesum")
 ENGINE_BATCH_SIZE = Gauge("sluice_engine_batch_size", "Sequences decoded together", ["model"], multiprocess_mode="livesum")
+# Fair sharing (inference/fair_queue.py), by account id ("" for work no account asked for); per worker, summed.
+ENGINE_ACCOUNT_RUNNING = Gauge(
+    "sluice_engine_account_running", "Sequences decoding for the account (remote models: requests outstanding)",
+    ["model", "account"], multiprocess_mode="livesum",
+)
+ENGINE_ACCOUNT_QUEUED = Gauge(
+    "sluice_engine_account_queued", "The account's requests waiting for a batch slot", ["model", "account"],
+    multiprocess_mode="livesum",
+)
+ENGINE_ACCOUNT_SHARE = Gauge(
+    "sluice_engine_account_share", "The account's share (0-1) of what the worker's engine decoded over the last ~64 "
+    "steps (remote models: of the outstanding requests); per worker", ["model", "account"], multiprocess_mode="liveall",
+)
+ENGINE_ACCOUNT_TOKENS = Counter(
+    "sluice_engine_account_decoded_tokens", "Tokens decoded for the account (local model); the share over any "
+    "window is rate() of this over its sum", ["model", "account"],
+)
 UPSTREAM_HEALTHY = Gauge(
     "sluice_upstream_healthy", "1 when the upstream is in rotation (every worker agrees)", ["model", "upstream"],
     multiprocess_mode="livemin",
@@ -44,4 +61,5 @@ def rate_limit_reason(error: dict) -> str:
     """The reason label of a 429 from its error body (see accounts.throttling and accounts.services)."""
     if error.get("code") == "insufficient_quota":
         return "quota"
-    return {"requests": "requests_per_minute", "tokens": "tokens_per_minute"}.get(error.get("type"), "other")
+    return {"requests": "requests_per_minute", "tokens": "tokens_per_minute",
+            "concurrency": "concurrent_requests"}.get(error.get("type"), "other")

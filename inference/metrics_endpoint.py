@@ -18,7 +18,15 @@ from django.http import HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from inference.engines.factory import engine_if_loaded
-from inference.metrics import ENGINE_BATCH_SIZE, ENGINE_QUEUE_DEPTH
+from inference.fair_sharing import account_shares
+from inference.metrics import (
+    ENGINE_ACCOUNT_QUEUED,
+    ENGINE_ACCOUNT_RUNNING,
+    ENGINE_ACCOUNT_SHARE,
+    ENGINE_ACCOUNT_TOKENS,
+    ENGINE_BATCH_SIZE,
+    ENGINE_QUEUE_DEPTH,
+)
 from inference.registry import remote_engines_loaded
 from platform.errors import error_body
 
@@ -36,6 +44,36 @@ def engines_sample() -> None:
         ENGINE_BATCH_SIZE.labels(local.model_id).set(stats.get("running", 0))
     for engine in remote_engines_loaded():
         engine.stats()  # remote engines keep their upstream gauges current themselves
+    accounts_sample()
+
+
+_tokens_seen: dict[tuple[str, str], int] = {}
+_accounts_seen: set[tuple[str, str]] = set()
+_sample_lock = threading.Lock()
+
+
+def accounts_sample() -> None:
+    """Copy the per-account figures of fair sharing into their gauges; an account gone idle reads 0."""
+    with _sample_lock:
+        current = set()
+        for row in account_shares():
+            labels = (row["model"], row["account"])
+            current.add(labels)
+            ENGINE_ACCOUNT_RUNNING.labels(*labels).set(row["running"])
+            ENGINE_ACCOUNT_QUEUED.labels(*labels).set(row["queued"])
+            ENGINE_ACCOUNT_SHARE.labels(*labels).set(row["share"])
+            before = _tokens_seen.get(labels, 0)
+            # An account forgotten while idle starts counting again from 0.
+            delta = row["tokens"] - before if row["tokens"] >= before else row["tokens"]
+            if delta:
+                ENGINE_ACCOUNT_TOKENS.labels(*labels).inc(delta)
+            _tokens_seen[labels] = row["tokens"]
+        for labels in _accounts_seen - current:
+            for gauge in (ENGINE_ACCOUNT_RUNNING, ENGINE_ACCOUNT_QUEUED, ENGINE_ACCOUNT_SHARE):
+                gauge.labels(*labels).set(0)
+            _tokens_seen.pop(labels, None)
+        _accounts_seen.clear()
+        _accounts_seen.update(current)
 
 
 _sampler: threading.Thread | None = None

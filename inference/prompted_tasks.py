@@ -22,8 +22,9 @@ from django.conf import settings
 from accounts.models import ApiKey
 from accounts.services import AccessRefused, key_check_access, request_admit, request_settle
 from inference.engines.base import Engine, EngineBusy, EngineError
+from inference.fair_queue import AccountLimitExceeded, Share
 from inference.sampling import SamplingParams
-from inference.services import _engine_for, moderation_scorer
+from inference.services import _engine_for, account_limited_error, moderation_scorer, share_for
 from moderation.models import BLOCK
 from moderation.policies import policy_for
 from moderation.services import ModerationContext, ModerationLogFailed, moderation_check
@@ -38,11 +39,12 @@ def _messages(task: str, **fields) -> list[dict]:
     return [{"role": "system", "content": prompt["system"]}, {"role": "user", "content": prompt["user"].format(**fields)}]
 
 
-def _generate(engine: Engine, messages: list[dict], max_tokens: int, deadline: float) -> tuple[str, int, int]:
+def _generate(engine: Engine, messages: list[dict], max_tokens: int, deadline: float,
+              share: Share | None = None) -> tuple[str, int, int]:
     """Greedy reply text, prompt tokens and completion tokens of one prompt."""
     prompt_ids = engine.encode_chat(messages)
     stream = engine.stream(prompt_ids, SamplingParams(max_tokens=max_tokens, temperature=0.0), deadline=deadline,
-                           messages=messages)
+                           messages=messages, share=share)
     text = "".join(stream)
     if stream.finish_reason == "error":
         raise EngineError("The model failed while answering.", status_code=getattr(stream, "error_status", None) or 502)
@@ -106,9 +108,14 @@ def _run(*, key: ApiKey, request_id: str, endpoint: str, model: str, engine: Eng
     admission = request_admit(key=key, request_id=request_id, endpoint=endpoint, model=model,
                               prompt_tokens=sum(prompt_tokens), max_tokens=max_tokens * len(prompts))
     deadline = time.monotonic() + settings.SLUICE_REQUEST_TIMEOUT_S
+    share = share_for(key=key)
     try:
         with ThreadPoolExecutor(min(_PARALLEL, len(prompts))) as pool:
-            results = list(pool.map(lambda messages: _generate(engine, messages, max_tokens, deadline), prompts))
+            results = list(pool.map(lambda messages: _generate(engine, messages, max_tokens, deadline, share), prompts))
+    except AccountLimitExceeded as limited:
+        request_settle(admission=admission, prompt_tokens=0, completion_tokens=0, status_code=429,
+                       error_code="rate_limit_exceeded")
+        raise account_limited_error(limited, admission.headers) from None
     except (EngineError, EngineBusy) as failed:
         status = getattr(failed, "status_code", 503)
         code = getattr(failed, "code", "engine_overloaded")

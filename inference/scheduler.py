@@ -27,6 +27,7 @@ from typing import TypeVar
 
 import torch
 
+from inference.fair_queue import FcfsQueue, Share, running_by_account
 from inference.sampling import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -58,11 +59,14 @@ class GenerationHandle:
     """One submitted generation: iterate it for token ids; it ends when the generation finishes."""
 
     def __init__(self, scheduler: BatchScheduler, prompt_ids: list[int], params: SamplingParams,
-                 deadline: float | None) -> None:
+                 deadline: float | None, share: Share | None = None) -> None:
         self._scheduler = scheduler
         self.prompt_ids = prompt_ids
         self.params = params
         self.deadline = deadline
+        self.share = share  # the account it runs for (inference.fair_queue)
+        self.submitted_step: int | None = None
+        self.admitted_step: int | None = None  # the step whose prefill it joined
         self.finish_reason: str | None = None
         self.completion_tokens = 0
         self._tokens: queue.SimpleQueue = queue.SimpleQueue()
@@ -287,7 +291,7 @@ class BatchScheduler:
 
     def __init__(self, model, *, eos_token_ids: set[int], pad_token_id: int, max_batch_size: int = 16,
                  max_queue: int = 64, threads: int | None = None, prefix_cache_entries: int = PREFIX_CACHE_ENTRIES,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, waiting_queue=None) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self.model = model
@@ -302,25 +306,29 @@ class BatchScheduler:
         self._device = next(model.parameters()).device
 
         self._cond = threading.Condition()
-        self._waiting: collections.deque[GenerationHandle] = collections.deque()
+        # Which waiting request joins next: first come first served, or fair by account (inference.fair_queue).
+        self._waiting = waiting_queue if waiting_queue is not None else FcfsQueue(max_batch_size)
+        max_rows = getattr(self._waiting, "max_rows", max_batch_size)  # a fair queue may grow the batch a little
         self._running: list[GenerationHandle] = []  # row i of the KV buffer belongs to _running[i]
         self._closed = False
         self._steps = 0
 
-        self._kv = _BatchKV(max_batch_size)
+        self._kv = _BatchKV(max_rows)
         self._prefixes = _PrefixCache(prefix_cache_entries)  # 0 turns sharing off
         self._chores: collections.deque[tuple[Callable[[], object], Future]] = collections.deque()
         self._last_prompt: list[int] | None = None
-        self._next_input = torch.full((max_batch_size,), pad_token_id, dtype=torch.long, device=self._device)
-        self._positions = torch.zeros((max_batch_size,), dtype=torch.long, device=self._device)
+        self._next_input = torch.full((max_rows,), pad_token_id, dtype=torch.long, device=self._device)
+        self._positions = torch.zeros((max_rows,), dtype=torch.long, device=self._device)
         self._eos_list = torch.tensor(sorted(self.eos_token_ids), dtype=torch.long, device=self._device)
 
         self._thread = threading.Thread(target=self._run, name="sluice-batch-scheduler", daemon=True)
         self._thread.start()
 
     # --- public API ---
-    def submit(self, prompt_ids: list[int], params: SamplingParams, *, deadline: float | None = None
-               ) -> GenerationHandle:
+    def submit(self, prompt_ids: list[int], params: SamplingParams, *, deadline: float | None = None,
+               share: Share | None = None) -> GenerationHandle:
+        """Queue a generation. Raises QueueFull when ``max_queue`` wait, and the waiting queue's
+        AccountLimitExceeded when ``share``'s account already has all it may queue."""
         if not prompt_ids:
             raise ValueError("prompt_ids must not be empty")
         if params.temperature < 0:
@@ -331,7 +339,7 @@ class BatchScheduler:
             raise ValueError("max_tokens and min_tokens must be >= 0")
         if len(prompt_ids) >= self._max_positions:
             raise ValueError(f"prompt of {len(prompt_ids)} tokens exceeds the model's {self._max_positions}")
-        handle = GenerationHandle(self, list(prompt_ids), params, deadline)
+        handle = GenerationHandle(self, list(prompt_ids), params, deadline, share)
         with self._cond:
             if self._closed:
                 raise RuntimeError("scheduler is closed")
@@ -340,7 +348,8 @@ class BatchScheduler:
             if params.max_tokens == 0:
                 handle._finish("length")
                 return handle
-            self._waiting.append(handle)
+            self._waiting.push(handle, share)
+            handle.submitted_step = self._steps
             self._cond.notify()
         return handle
 
@@ -365,6 +374,11 @@ class BatchScheduler:
             return {"running": len(self._running), "waiting": len(self._waiting), "steps": self._steps,
                     "cached_prefixes": len(self._prefixes)}
 
+    def account_stats(self) -> list:
+        """Per account: rows running, requests waiting, the recent share of decoded tokens (fair_queue.AccountStats)."""
+        with self._cond:
+            return self._waiting.stats(running_by_account(h.share for h in self._running))
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -375,8 +389,7 @@ class BatchScheduler:
     # --- internals ---
     def _cancel(self, handle: GenerationHandle) -> None:
         with self._cond:
-            if handle in self._waiting:  # not started: it stops counting against the queue at once
-                self._waiting.remove(handle)
+            self._waiting.remove(handle)  # not started: it stops counting against the queue at once
             self._cond.notify()
 
     def _expired(self, handle: GenerationHandle, now: float) -> str | None:
@@ -424,15 +437,20 @@ class BatchScheduler:
                     break
                 self._cond.wait()  # a waiting request is admitted at once when idle, so no deadline to watch here
             admitted: list[GenerationHandle] = []
-            free = self.max_batch_size - len(self._running)
+            running = running_by_account(h.share for h in self._running)
             longest = 0
-            while self._waiting and len(admitted) < free:
-                candidate = self._waiting[0]
+            while True:
+                candidate = self._waiting.peek(running, len(self._running) + len(admitted))
+                if candidate is None:
+                    break
                 padded = max(longest, len(candidate.prompt_ids)) * (len(admitted) + 1)
                 if admitted and padded > PREFILL_TOKEN_BUDGET:
                     break
                 longest = max(longest, len(candidate.prompt_ids))
-                admitted.append(self._waiting.popleft())
+                self._waiting.pop(candidate)
+                candidate.admitted_step = self._steps
+                running[(candidate.share or Share()).account] += 1
+                admitted.append(candidate)
             return admitted
 
     def _run_chores(self) -> None:
@@ -473,6 +491,8 @@ class BatchScheduler:
                     handle._finish("error")
                 if not self._running:
                     self._kv.reset()
+        with self._cond:  # the rows about to decode: one token each, for the fair queue's shares
+            self._waiting.charge(running_by_account(h.share for h in self._running))
         if self._running:
             self._decode()
         with self._cond:

@@ -13,6 +13,7 @@ from platform.errors import ApiError
 from platform.strict_types import StrictJSONTypes
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
+SERVICE_TIERS = ("auto", "default", "flex", "priority")
 
 
 class StringOrListField(serializers.Field):
@@ -114,6 +115,9 @@ class GenerationOptionsSerializer(StrictJSONTypes, serializers.Serializer):
     stream = serializers.BooleanField(required=False, default=False)
     stream_options = StreamOptionsSerializer(required=False, allow_null=True)
     user = serializers.CharField(required=False, allow_blank=True, max_length=256)
+    # OpenAI's processing tier: "flex" is batch work, which yields to the account's interactive work
+    # (inference/fair_queue.py); "auto", "default" and "priority" are interactive.
+    service_tier = serializers.ChoiceField(choices=SERVICE_TIERS, required=False, allow_null=True)
     n = serializers.IntegerField(required=False, default=1)
     # vLLM extensions, so a benchmark can ask for exactly N tokens.
     min_tokens = serializers.IntegerField(required=False, default=0, min_value=0)

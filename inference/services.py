@@ -13,9 +13,17 @@ from dataclasses import dataclass, field, replace
 from django.conf import settings
 
 from accounts.models import ApiKey
-from accounts.services import AccessRefused, Admission, key_check_access, request_admit, request_settle
+from accounts.services import (
+    AccessRefused,
+    Admission,
+    account_share,
+    key_check_access,
+    request_admit,
+    request_settle,
+)
 from inference import metrics
 from inference.engines.base import Engine, EngineBusy, EngineError, TextStream
+from inference.fair_queue import BATCH, INTERACTIVE, AccountLimitExceeded, Share
 from inference.observation import observation_current
 from inference.registry import UnknownModel, available_models, default_engine, engine_for
 from inference.sampling import SamplingParams
@@ -51,6 +59,7 @@ class GenerationJob:
     include_usage: bool = False
     messages: tuple[dict, ...] | None = None
     prompt: str | None = None
+    tier: str = INTERACTIVE  # service_tier "flex": BATCH, yielding to the account's interactive work
     # The engine the job was validated against: the request runs on it even if the catalogue changes meanwhile.
     engine: Engine | None = field(default=None, compare=False, repr=False)
 
@@ -144,6 +153,24 @@ def _check_lengths(engine: Engine, prompt_ids: list[int], params: SamplingParams
         raise ApiError("min_tokens must not exceed max_tokens.", param="min_tokens", code="invalid_value")
 
 
+def _tier(data: dict) -> str:
+    return BATCH if data.get("service_tier") == "flex" else INTERACTIVE
+
+
+def share_for(*, key: ApiKey, tier: str = INTERACTIVE) -> Share:
+    """What the engine needs to share the model fairly: the key's account, its weight and limits, the tier."""
+    allowed = account_share(account=key.account)
+    return Share(account=str(key.account_id), weight=allowed.weight, max_running=allowed.max_running,
+                 max_queued=allowed.max_queued, tier=tier)
+
+
+def account_limited_error(limited: AccountLimitExceeded, headers: dict[str, str]) -> ApiError:
+    """The 429 of an account past its concurrency limits (running and waiting generations)."""
+    retry_after = max(limited.retry_after, settings.SLUICE_FAIR_RETRY_AFTER_S)
+    return ApiError(limited.message, status_code=429, type="concurrency", code="rate_limit_exceeded",
+                    headers={**headers, "Retry-After": str(retry_after)})
+
+
 def job_for_chat(*, data: dict) -> GenerationJob:
     engine = _engine_for(data["model"])
     requested = data.get("max_completion_tokens") or data.get("max_tokens")
@@ -155,7 +182,7 @@ def job_for_chat(*, data: dict) -> GenerationJob:
     _check_lengths(engine, prompt_ids, params, param="messages")
     include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
     return GenerationJob(ENDPOINT_CHAT, data["model"], prompt_ids, params, include_usage, messages=messages,
-                         engine=engine)
+                         tier=_tier(data), engine=engine)
 
 
 def job_for_completion(*, data: dict) -> GenerationJob:
@@ -167,7 +194,7 @@ def job_for_completion(*, data: dict) -> GenerationJob:
     _check_lengths(engine, prompt_ids, params, param="prompt")
     include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
     return GenerationJob(ENDPOINT_COMPLETIONS, data["model"], prompt_ids, params, include_usage, prompt=prompt,
-                         engine=engine)
+                         tier=_tier(data), engine=engine)
 
 
 def job_for_generate(*, data: dict) -> GenerationJob:
@@ -315,8 +342,12 @@ def generation_start(*, key: ApiKey, request_id: str, job: GenerationJob, stream
     try:
         text_stream = engine.stream(
             job.prompt_ids, job.params, deadline=deadline, messages=list(job.messages) if job.messages else None,
-            prompt=job.prompt if job.messages is None else None,
+            prompt=job.prompt if job.messages is None else None, share=share_for(key=key, tier=job.tier),
         )
+    except AccountLimitExceeded as limited:  # nothing was generated: charge nothing
+        request_settle(admission=admission, prompt_tokens=0, completion_tokens=0, status_code=429,
+                       error_code="rate_limit_exceeded")
+        raise account_limited_error(limited, admission.headers) from None
     except EngineError as failed:  # nothing was generated: charge nothing
         request_settle(admission=admission, prompt_tokens=0, completion_tokens=0, status_code=failed.status_code,
                        error_code=failed.code)

@@ -24,6 +24,7 @@ from django.db.models import Count, F, IntegerField, OuterRef, Q, QuerySet, Subq
 
 from accounts.models import Account, ApiKey, UsageRecord
 from inference.engines.factory import engine_if_loaded, engine_status
+from inference.fair_sharing import account_shares
 from moderation.categories import CATEGORIES
 from moderation.models import ACTIONS, ModerationEvent
 
@@ -292,6 +293,20 @@ def engine_summary() -> dict:
     return summary
 
 
+def sharing_summary() -> list[dict]:
+    """This worker's engines: per model and account, rows running, requests queued and the recent share."""
+    try:
+        rows = account_shares()
+    except Exception:  # the dashboard must render even when an engine cannot report
+        return []
+    ids = [int(row["account"]) for row in rows if row["account"].isdigit()]
+    names = dict(Account.objects.filter(pk__in=ids).values_list("pk", "name")) if ids else {}
+    for row in rows:
+        account = row["account"]
+        row["name"] = names.get(int(account), f"account {account}") if account.isdigit() else "(no account)"
+    return rows
+
+
 def dashboard_build(*, period: DashboardPeriod, now: datetime, usage: bool = True, moderation: bool = True) -> dict:
     """Everything the dashboard shows for ``period``; ``usage``/``moderation`` false leave out (and skip the
     queries of) what the viewer may not see."""
@@ -319,6 +334,7 @@ def dashboard_build(*, period: DashboardPeriod, now: datetime, usage: bool = Tru
             top_accounts=top_accounts(keys) if period.account is None else [],
             top_keys=keys[:TOP],
             endpoints=endpoint_stats(records),
+            sharing=sharing_summary(),
         )
     if moderation:
         data["moderation"] = moderation_summary(period)

@@ -183,6 +183,17 @@ SLUICE_DEFAULT_MAX_TOKENS = env_int("SLUICE_DEFAULT_MAX_TOKENS", 256, minimum=1)
 SLUICE_MAX_BATCH_SIZE = env_int("SLUICE_MAX_BATCH_SIZE", 16, minimum=1, maximum=256)
 SLUICE_MAX_QUEUE = env_int("SLUICE_MAX_QUEUE", 64, minimum=0)
 SLUICE_TORCH_THREADS = env_int("SLUICE_TORCH_THREADS", 0, minimum=0)  # the model's CPU threads; 0 = every CPU
+# Fair sharing between accounts (inference/fair_queue.py; README "Fair sharing"). Off: first come, first served.
+SLUICE_FAIR_SHARING = env_bool("SLUICE_FAIR_SHARING", True)
+# An account's defaults where its own fields are empty (Django admin: Accounts): weight, rows decoding at once
+# (0: up to the batch size), requests waiting (past it: 429 rate_limit_exceeded).
+SLUICE_FAIR_DEFAULT_WEIGHT = env_int("SLUICE_FAIR_DEFAULT_WEIGHT", 1, minimum=1, maximum=1000)
+SLUICE_FAIR_MAX_RUNNING = env_int("SLUICE_FAIR_MAX_RUNNING", 0, minimum=0)
+SLUICE_FAIR_MAX_QUEUED = env_int("SLUICE_FAIR_MAX_QUEUED", 48, minimum=1)
+# Rows the batch may grow past SLUICE_MAX_BATCH_SIZE for accounts with nothing running (and requests past
+# SLUICE_UPSTREAM_MAX_CONNECTIONS to a remote model), so their first request starts at the next step.
+SLUICE_FAIR_BURST_ROWS = env_int("SLUICE_FAIR_BURST_ROWS", 4, minimum=0, maximum=64)
+SLUICE_FAIR_RETRY_AFTER_S = env_int("SLUICE_FAIR_RETRY_AFTER_S", 1, minimum=1)
 # Task endpoints: at most this many items per request; optional dedicated model folders.
 SLUICE_TASK_MAX_INPUTS = env_int("SLUICE_TASK_MAX_INPUTS", 32, minimum=1, maximum=1000)
 SLUICE_SENTIMENT_MODEL_PATH = env_str("SLUICE_SENTIMENT_MODEL_PATH", "")

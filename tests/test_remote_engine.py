@@ -302,3 +302,52 @@ def test_a_misconfigured_upstream_key_is_the_platforms_problem_502_not_the_clien
     settings.SLUICE_REMOTE_MODELS = remote_config(upstream.url)
     response = api.post(CHAT, chat())
     assert response.status_code == 502 and response.json()["error"]["code"] == "upstream_error"
+
+
+# --- fair sharing of a remote model's connections (inference.fair_queue.FairGate) ---
+
+def test_one_account_cannot_take_every_connection_to_a_remote_model_once_another_needs_one(stubs):
+    from inference.engines.base import EngineError
+    from inference.fair_queue import AccountLimitExceeded, Share
+
+    upstream = stubs(["a", "b", "c"])
+    engine = RemoteEngine(model_id=REMOTE, urls=[upstream.url], max_connections=2, fair_burst=1)
+    params, messages = SamplingParams(max_tokens=5), [{"role": "user", "content": "hi"}]
+
+    def start(account):
+        return engine.stream([1], params, messages=messages, share=Share(account))
+
+    heavy = [start("a"), start("a")]  # alone, a may use every connection
+    light = start("b")  # over the capacity, by the burst: b had none
+    with pytest.raises(AccountLimitExceeded):  # while b has one, a is held to its half
+        start("a")
+    assert "".join(heavy.pop()) == "abc"
+    with pytest.raises(AccountLimitExceeded):
+        start("a")
+    assert "".join(light) == "abc"
+    heavy.append(start("a"))  # alone again
+    with pytest.raises(EngineError) as full:
+        start("a")
+    assert (full.value.status_code, full.value.code) == (503, "upstream_overloaded")
+    assert [row.account for row in engine.account_stats()] == ["a"]
+    assert {row.account: row.running for row in engine.account_stats()} == {"a": 2}
+    for stream in heavy:
+        "".join(stream)
+    assert engine.stats()["outstanding"] == 0 and engine._gate.outstanding == {}
+    engine.close()
+
+
+def test_an_account_over_its_concurrency_limit_at_a_remote_model_gets_a_429(api, settings, stubs, account):
+    upstream = stubs(["slow", " reply"])
+    upstream.pause_after = 1
+    settings.SLUICE_REMOTE_MODELS = remote_config(upstream.url)
+    account.max_concurrent_sequences = 1
+    account.save()
+    first = api.post(CHAT, chat(stream=True))
+    assert first.status_code == 200
+    refused = api.post(CHAT, chat(stream=True))
+    assert refused.status_code == 429 and refused["Retry-After"] == "1"
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    upstream.resume.set()
+    assert streamed_text(sse_payloads(first)) == "slow reply"
+    assert api.post(CHAT, chat()).status_code == 200  # its place is free again

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
 from inference.detokenize import IncrementalDecoder, StopMatcher
+from inference.fair_queue import Share
 from inference.sampling import SamplingParams
 
 T = TypeVar("T")
@@ -107,8 +108,10 @@ class Engine(ABC):
     def decode(self, token_ids: Sequence[int]) -> str: ...
 
     @abstractmethod
-    def submit(self, prompt_ids: list[int], params: SamplingParams, *, deadline: float | None) -> TokenHandle:
-        """Start generating; raise EngineBusy when no more work can be queued."""
+    def submit(self, prompt_ids: list[int], params: SamplingParams, *, deadline: float | None,
+               share: Share | None = None) -> TokenHandle:
+        """Start generating for ``share``'s account; raise EngineBusy when no more work can be queued, and
+        ``inference.fair_queue.AccountLimitExceeded`` when that account has all it may running and waiting."""
 
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
@@ -121,14 +124,20 @@ class Engine(ABC):
         deadline: float | None = None,
         messages: list[dict] | None = None,
         prompt: str | None = None,
+        share: Share | None = None,
     ) -> TextStream:
         """Start generating and return the text as it comes. Local engines generate from ``prompt_ids``; a remote
         one forwards the request's ``messages`` (chat) or ``prompt`` (completion) instead, and may add
         ``prompt_tokens`` (the upstream's count) to the stream it returns."""
-        return TextStream(self.submit(prompt_ids, params, deadline=deadline), decode=self.decode, stop=params.stop)
+        return TextStream(self.submit(prompt_ids, params, deadline=deadline, share=share), decode=self.decode,
+                          stop=params.stop)
 
     def stats(self) -> dict:
         return {}
+
+    def account_stats(self) -> list:
+        """Per account: running, queued and the recent share (``inference.fair_queue.AccountStats``)."""
+        return []
 
     def generation_defaults(self) -> dict:
         """The model's own sampling defaults (its generation config, or its card's advice); see

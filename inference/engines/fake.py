@@ -65,6 +65,7 @@ class FakeEngine(Engine):
         self.replies: deque[str] = deque()
         self.submitted: list[tuple[list[int], SamplingParams]] = []
         self.handles: list[FakeHandle] = []
+        self.shares: list = []  # the account each request ran for (inference.fair_queue.Share)
         self.max_running = max_running
         self.own_defaults: dict = {}  # what a real model's generation config would say
 
@@ -81,7 +82,7 @@ class FakeEngine(Engine):
     def decode(self, token_ids: Sequence[int]) -> str:
         return "".join(chr(token_id) for token_id in token_ids if token_id != EOS)
 
-    def submit(self, prompt_ids, params, *, deadline=None) -> FakeHandle:
+    def submit(self, prompt_ids, params, *, deadline=None, share=None) -> FakeHandle:
         running = sum(1 for handle in self.handles if handle.finish_reason is None and not handle.cancelled)
         if self.max_running is not None and running >= self.max_running:
             raise EngineBusy("The fake engine is full.")
@@ -89,5 +90,6 @@ class FakeEngine(Engine):
         handle = FakeHandle(reply, params, token_delay_s=self.token_delay_s)
         if self.remember:
             self.submitted.append((list(prompt_ids), params))
+            self.shares.append(share)
             self.handles.append(handle)
         return handle

@@ -31,6 +31,7 @@ from django.conf import settings
 
 from inference import metrics
 from inference.engines.base import Engine, EngineError
+from inference.fair_queue import CapacityFull, FairGate
 from inference.observation import observation_current
 from inference.sampling import SamplingParams
 from inference.engines.token_counting import EstimatedCounter, counter_for
@@ -94,6 +95,8 @@ class RemoteEngine(Engine):
         max_connections: int = 256,
         transport: httpx.BaseTransport | None = None,
         defaults: dict | None = None,
+        fair_sharing: bool = True,
+        fair_burst: int = 4,
     ):
         if not urls:
             raise ValueError("a remote model needs at least one upstream URL")
@@ -105,7 +108,11 @@ class RemoteEngine(Engine):
         self._counter = counter or EstimatedCounter()
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         timeout = httpx.Timeout(read_timeout, connect=connect_timeout, write=read_timeout, pool=connect_timeout)
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=min(64, max_connections))
+        # Outstanding requests by account, so one account cannot take every connection (inference.fair_queue);
+        # accounts with none outstanding may go ``fair_burst`` past max_connections, so the pool has that room.
+        self._gate = FairGate(max_connections, burst=fair_burst) if fair_sharing else None
+        pool = max_connections + (fair_burst if fair_sharing else 0)
+        limits = httpx.Limits(max_connections=pool, max_keepalive_connections=min(64, pool))
         self._client = httpx.Client(timeout=timeout, limits=limits, transport=transport, trust_env=False)
         self._probe_timeout = httpx.Timeout(max(connect_timeout, 1.0), connect=connect_timeout)
         self._health_interval = health_interval
@@ -134,6 +141,8 @@ class RemoteEngine(Engine):
             health_interval=settings.SLUICE_UPSTREAM_HEALTH_INTERVAL_S,
             max_connections=settings.SLUICE_UPSTREAM_MAX_CONNECTIONS,
             defaults=config.get("defaults"),
+            fair_sharing=settings.SLUICE_FAIR_SHARING,
+            fair_burst=settings.SLUICE_FAIR_BURST_ROWS,
         )
 
     # --- counting (admission needs a prompt count before anything is sent) ---
@@ -152,14 +161,38 @@ class RemoteEngine(Engine):
     def warm_up(self) -> None:
         self._counter.warm_up()
 
-    def submit(self, prompt_ids, params, *, deadline=None):
+    def submit(self, prompt_ids, params, *, deadline=None, share=None):
         raise NotImplementedError("a remote engine generates text upstream; use stream()")
 
     # --- generation ---
-    def stream(self, prompt_ids, params: SamplingParams, *, deadline=None, messages=None, prompt=None) -> "RemoteTextStream":
+    def stream(self, prompt_ids, params: SamplingParams, *, deadline=None, messages=None, prompt=None,
+               share=None) -> "RemoteTextStream":
+        """Raises ``inference.fair_queue.AccountLimitExceeded`` when ``share``'s account holds all it may of this
+        model's connections, EngineError for the rest."""
         if (messages is None) == (prompt is None):
             raise ValueError("a remote engine forwards either messages (chat) or a prompt (completion)")
         path, body = self._upstream_request(params, messages=messages, prompt=prompt)
+        if self._gate is None:
+            return self._stream_upstream(path, body, chat=messages is not None, deadline=deadline)
+        with self._lock:
+            try:
+                self._gate.acquire(share)
+            except CapacityFull:
+                raise EngineError(f"The model '{self.model_id}' is overloaded; retry shortly.", status_code=503,
+                                  code="upstream_overloaded", retry_after=1) from None
+        try:
+            text_stream = self._stream_upstream(path, body, chat=messages is not None, deadline=deadline)
+        except BaseException:
+            self._share_done(share)
+            raise
+        text_stream.on_release = lambda: self._share_done(share)
+        return text_stream
+
+    def _share_done(self, share) -> None:
+        with self._lock:
+            self._gate.release(share)
+
+    def _stream_upstream(self, path: str, body: dict, *, chat: bool, deadline) -> "RemoteTextStream":
         if self._client.is_closed:  # retired between choosing this engine and starting on it
             raise EngineError(f"The model '{self.model_id}' was just reconfigured; retry.", status_code=503,
                               code="upstream_unavailable", retry_after=1)
@@ -171,7 +204,7 @@ class RemoteEngine(Engine):
                 break
             tried.append(upstream)
             try:
-                text_stream = self._open(upstream, path, body, chat=messages is not None, deadline=deadline)
+                text_stream = self._open(upstream, path, body, chat=chat, deadline=deadline)
             except _RetryElsewhere as refused:
                 overloaded = overloaded or refused.overloaded
                 retry_after = refused.retry_after or retry_after
@@ -332,6 +365,14 @@ class RemoteEngine(Engine):
         self._prober = threading.Thread(target=run, name=f"probe-{self.model_id}", daemon=True)
         self._prober.start()
 
+    def account_stats(self) -> list:
+        """Per account: requests outstanding to this model (as running) and their recent share."""
+        if self._gate is None:
+            return []
+        with self._lock:
+            self._gate.sample()
+            return self._gate.stats(self._gate.outstanding)
+
     def stats(self) -> dict:
         with self._lock:
             return {
@@ -381,6 +422,7 @@ class RemoteTextStream:
         self._first: dict | None = None
         self._released = False
         self._cancelled = False
+        self.on_release = None  # the engine's: frees the account's place at this model (inference.fair_queue)
 
     @property
     def completion_tokens(self) -> int:
@@ -440,6 +482,8 @@ class RemoteTextStream:
         self._released = True
         self._response.close()
         self._engine._finished(self._upstream, outcome)
+        if self.on_release is not None:
+            self.on_release()
 
     def _take(self, payload: dict) -> str:
         """The text of one chunk; notes its usage and finish reason."""

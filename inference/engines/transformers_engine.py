@@ -16,6 +16,7 @@ from inference.sampling_defaults import generation_config_defaults, model_card_d
 class TransformersEngine(Engine):
     def __init__(self, *, model, tokenizer, model_id: str, max_batch_size: int, max_queue: int,
                  model_card_defaults: dict | None = None):
+        from inference.fair_queue import FairQueue, FcfsQueue
         from inference.scheduler import BatchScheduler
         from inference.torch_threads import model_threads
 
@@ -31,9 +32,12 @@ class TransformersEngine(Engine):
         elif model.generation_config.eos_token_id:
             eos_ids.update(model.generation_config.eos_token_id)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        # Who joins the batch next: fair by account (issue 18), or first come first served.
+        waiting = (FairQueue(max_batch_size, burst_rows=settings.SLUICE_FAIR_BURST_ROWS) if settings.SLUICE_FAIR_SHARING
+                   else FcfsQueue(max_batch_size))
         self.scheduler = BatchScheduler(
             model, eos_token_ids=eos_ids, pad_token_id=pad_id, max_batch_size=max_batch_size, max_queue=max_queue,
-            threads=model_threads(),
+            threads=model_threads(), waiting_queue=waiting,
         )
 
     @classmethod
@@ -65,16 +69,19 @@ class TransformersEngine(Engine):
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
 
-    def submit(self, prompt_ids: list[int], params: SamplingParams, *, deadline: float | None = None):
+    def submit(self, prompt_ids: list[int], params: SamplingParams, *, deadline: float | None = None, share=None):
         from inference.scheduler import QueueFull
 
         try:
-            return self.scheduler.submit(prompt_ids, params, deadline=deadline)
+            return self.scheduler.submit(prompt_ids, params, deadline=deadline, share=share)
         except QueueFull as full:
             raise EngineBusy(str(full)) from None
 
     def stats(self) -> dict:
         return self.scheduler.stats()
+
+    def account_stats(self) -> list:
+        return self.scheduler.account_stats()
 
     def run_exclusive(self, work):
         return self.scheduler.run_between_steps(work)

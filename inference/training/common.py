@@ -13,6 +13,13 @@ import torch
 from inference.encoder import BASE_MODEL_ID, LORA_TARGETS, TaskModel, load_base, sha256
 
 
+def autocast(enabled: bool):
+    """bfloat16 autocast for training's forward pass: about 2-3x the float32 speed on a CPU with AVX512-BF16
+    (measured here: 15.8 vs 5.6 windows/s at 192 tokens, 81 vs 39 at 64, two threads); the adapter, the
+    head and the optimizer stay float32."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)

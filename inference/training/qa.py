@@ -26,6 +26,7 @@ from tqdm import tqdm
 from inference.encoder import TRAINED_DIR, load_tokenizer
 from inference.tasks import qa as reader
 from inference.training.common import (
+    autocast,
     data_entry,
     lora_model,
     optimizer_and_schedule,
@@ -124,18 +125,20 @@ def main(argv=None) -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=TRAINED_DIR / "qa")
     parser.add_argument("--seed", type=int, default=14)
-    parser.add_argument("--questions", type=int, default=5000, help="train questions sampled")
+    parser.add_argument("--questions", type=int, default=0, help="train questions sampled (0: all)")
     parser.add_argument("--dev-articles", type=int, default=24)
-    parser.add_argument("--dev-questions", type=int, default=150, help="dev questions scored each epoch (and for the threshold)")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--rank", type=int, default=16)
-    parser.add_argument("--alpha", type=int, default=32)
-    parser.add_argument("--window", type=int, default=160)
-    parser.add_argument("--stride", type=int, default=48, help="context tokens shared by neighbouring windows")
+    parser.add_argument("--dev-questions", type=int, default=300, help="dev questions scored each epoch (and for the threshold)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1.5e-3)
+    parser.add_argument("--rank", type=int, default=32)
+    parser.add_argument("--alpha", type=int, default=64)
+    parser.add_argument("--window", type=int, default=256)
+    parser.add_argument("--stride", type=int, default=96, help="context tokens shared by neighbouring windows")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+                        help="bfloat16 autocast in training's forward pass (dev scoring stays float32)")
     parser.add_argument("--max-answer-tokens", type=int, default=30)
-    parser.add_argument("--checkpoint-minutes", type=float, default=8.0)
+    parser.add_argument("--checkpoint-minutes", type=float, default=15.0)
     parser.add_argument("--minutes", type=float, default=0.0,
                         help="stop training after this many minutes (0: no limit); the manifest records the steps")
     parser.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: all)")
@@ -149,7 +152,7 @@ def main(argv=None) -> None:
     train_ids, dev_ids = split_articles(len(articles), seed=args.seed, dev_articles=args.dev_articles)
     train_items = [item for a in train_ids for item in articles[a]]
     dev_items = [item for a in dev_ids for item in articles[a]]
-    train_items = random.Random(args.seed).sample(train_items, min(args.questions, len(train_items)))
+    train_items = random.Random(args.seed).sample(train_items, min(args.questions or len(train_items), len(train_items)))
     dev_eval = dev_sample(dev_items, seed=args.seed, questions=args.dev_questions)
     print(f"{len(train_ids)} train articles ({len(train_items)} questions sampled), {len(dev_ids)} dev articles "
           f"({len(dev_items)} questions, {len(dev_eval)} scored per epoch)", flush=True)
@@ -188,17 +191,24 @@ def main(argv=None) -> None:
 
     for epoch in range(args.epochs):
         model.train()
+        # Batches of windows of about the same length (little padding), in a random order.
         indices = list(range(len(features)))
         order_rng.shuffle(indices)
-        bar = tqdm(range(0, len(indices), args.batch), desc=f"qa epoch {epoch + 1}/{args.epochs}", mininterval=10)
+        by_length = []
+        for first in range(0, len(indices), 50 * args.batch):
+            by_length.extend(sorted(indices[first : first + 50 * args.batch], key=lambda i: len(features[i][0].ids)))
+        batches = [by_length[first : first + args.batch] for first in range(0, len(by_length), args.batch)]
+        order_rng.shuffle(batches)
+        bar = tqdm(batches, desc=f"qa epoch {epoch + 1}/{args.epochs}", mininterval=10)
         running = None
-        for first in bar:
+        for batch_indices in bar:
             if (args.max_steps and step >= args.max_steps) or out_of_time():
                 break
-            chunk = [features[i] for i in indices[first : first + args.batch]]
+            chunk = [features[i] for i in batch_indices]
             inputs = reader.batch([w for w, _, _ in chunk])
-            logits = model(**inputs)
-            logits = logits.masked_fill(inputs["attention_mask"].unsqueeze(-1) == 0, -1e4)
+            with autocast(args.bf16):
+                logits = model(**inputs)
+            logits = logits.float().masked_fill(inputs["attention_mask"].unsqueeze(-1) == 0, -1e4)
             starts = torch.tensor([s for _, s, _ in chunk])
             ends = torch.tensor([e for _, _, e in chunk])
             loss = (torch.nn.functional.cross_entropy(logits[..., 0], starts)
@@ -211,7 +221,7 @@ def main(argv=None) -> None:
             step += 1
             value = loss.item()
             running = value if running is None else 0.98 * running + 0.02 * value
-            bar.set_postfix(loss=f"{running:.3f}", step=step)
+            bar.set_postfix(loss=f"{running:.3f}", step=step, refresh=False)
             if time.monotonic() - last_checkpoint > args.checkpoint_minutes * 60:
                 checkpoint(60)
                 last_checkpoint = time.monotonic()
