@@ -24,6 +24,7 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -82,6 +83,11 @@ class FastLlama(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return torch.float32  # the residual stream's and the cache's; the matrices are in weight_format
+
+    def get_output_embeddings(self) -> SimpleNamespace:
+        """transformers' accessor, for callers that read the vocabulary's size from it: the LM head's shape,
+        as a weight on the meta device (the packed matrix has no plain weight to hand out)."""
+        return SimpleNamespace(weight=torch.empty(self.lm_head.out_features, self.lm_head.in_features, device="meta"))
 
     # --- building, saving, loading ---
     @classmethod
