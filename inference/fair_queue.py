@@ -60,6 +60,8 @@ class Share:
             raise ValueError("weight must be positive")
         if self.tier not in TIERS:
             raise ValueError(f"tier must be one of {TIERS}")
+        if any(limit is not None and limit < 1 for limit in (self.max_running, self.max_queued)):
+            raise ValueError("max_running and max_queued must be at least 1 (or None)")
 
 
 NO_SHARE = Share()
