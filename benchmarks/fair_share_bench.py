@@ -160,7 +160,8 @@ def start_server(folder: Path, name: str, fair: bool) -> tuple[Server, dict[str,
     for account in ("heavy", "light"):
         ids[account] = manage(env, "shell", "-c", (
             "from accounts.models import Account; a, _ = Account.objects.get_or_create(name='%s', defaults="
-            "{'requests_per_minute': 100000, 'tokens_per_minute': 100000000}); print(a.pk)") % account).strip()
+            "{'requests_per_minute': 100000, 'tokens_per_minute': 100000000}); print(a.pk)") % account
+        ).strip().splitlines()[-1]  # the shell may print other lines first
         keys[account] = manage(env, "create_api_key", "--account", account).strip().splitlines()[-1]
     server = Server(env, log_path=folder / f"{name}.log").start(timeout=600)
     return server, keys, ids
@@ -194,6 +195,7 @@ def run_mode(folder: Path, mode: str, args) -> dict:
     censored = sum(1 for r in served if r.get("censored"))
     speeds = [(r["tokens"] - 1) / (r["ended"] - r["first"]) for r in served if r["ended"] > r["first"] and r["tokens"] > 1]
     decoded = {account: after.get(ids[account], 0.0) - before.get(ids[account], 0.0) for account in ids}
+    print(f"[{mode}] accounts {ids}; decoded tokens by account id before/after the window: {before} / {after}")
     figures = {
         "b_requests": len(results), "b_served": len(served) - censored, "b_censored": censored,
         "b_refused": sorted({str(r["status"]) for r in results if r["status"] != 200}),
