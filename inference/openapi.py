@@ -30,16 +30,43 @@ class UsageSerializer(serializers.Serializer):
     total_tokens = serializers.IntegerField()
 
 
+class TopLogprobSerializer(serializers.Serializer):
+    token = serializers.CharField(allow_blank=True)
+    logprob = serializers.FloatField(help_text="-9999.0 for a token a constraint ruled out.")
+    bytes = serializers.ListField(child=serializers.IntegerField(min_value=0, max_value=255), allow_null=True)
+
+
+class TokenLogprobSerializer(TopLogprobSerializer):
+    top_logprobs = TopLogprobSerializer(many=True)
+
+
+class ChatLogprobsSerializer(serializers.Serializer):
+    content = TokenLogprobSerializer(many=True, allow_null=True)
+    refusal = TokenLogprobSerializer(many=True, allow_null=True, required=False)
+
+
+class CalledFunctionSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    arguments = serializers.CharField(allow_blank=True, help_text="JSON text of the arguments.")
+
+
+class ToolCallSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    type = serializers.ChoiceField(choices=["function"])
+    function = CalledFunctionSerializer()
+
+
 class ChatMessageSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=["assistant"])
-    content = serializers.CharField(allow_blank=True)
+    content = serializers.CharField(allow_blank=True, allow_null=True, help_text="null when the reply is only tool calls.")
+    tool_calls = ToolCallSerializer(many=True, required=False, help_text="The calls the reply makes, if any.")
 
 
 class ChatChoiceSerializer(serializers.Serializer):
     index = serializers.IntegerField()
     message = ChatMessageSerializer()
-    logprobs = serializers.JSONField(allow_null=True, help_text="Always null: log probabilities are not returned.")
-    finish_reason = serializers.CharField(help_text="`stop`, `length`, `content_filter` or `error`.")
+    logprobs = ChatLogprobsSerializer(allow_null=True, help_text="With `logprobs: true`; else null.")
+    finish_reason = serializers.CharField(help_text="`stop`, `length`, `tool_calls`, `content_filter` or `error`.")
 
 
 class ChatCompletionSerializer(serializers.Serializer):
@@ -51,10 +78,17 @@ class ChatCompletionSerializer(serializers.Serializer):
     usage = UsageSerializer()
 
 
+class CompletionLogprobsSerializer(serializers.Serializer):
+    tokens = serializers.ListField(child=serializers.CharField(allow_blank=True))
+    token_logprobs = serializers.ListField(child=serializers.FloatField())
+    top_logprobs = serializers.ListField(child=serializers.DictField(child=serializers.FloatField()))
+    text_offset = serializers.ListField(child=serializers.IntegerField())
+
+
 class TextChoiceSerializer(serializers.Serializer):
     index = serializers.IntegerField()
     text = serializers.CharField(allow_blank=True)
-    logprobs = serializers.JSONField(allow_null=True, help_text="Always null: log probabilities are not returned.")
+    logprobs = CompletionLogprobsSerializer(allow_null=True, help_text="With `logprobs` (0-5); else null.")
     finish_reason = serializers.CharField(help_text="`stop`, `length`, `content_filter` or `error`.")
 
 

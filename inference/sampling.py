@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from inference.grammar_spec import GrammarSpec
+    from inference.tool_calls import ToolPlan
 
 
 @dataclass(frozen=True)
@@ -19,6 +24,15 @@ class SamplingParams:
     # Fields neither the request nor any default of the model set (see inference.sampling_defaults): a remote
     # engine leaves them out, so the upstream applies its own.
     unset: tuple[str, ...] = ()
+    # Log-probabilities of each generated token and of its `top_logprobs` most likely alternatives.
+    logprobs: bool = False
+    top_logprobs: int = 0
+    # What the output must match (a JSON schema, any JSON object), enforced by constrained decoding; see
+    # inference.constrained. None: free text.
+    grammar: "GrammarSpec | None" = None
+    # Chat with tools (inference.tool_calls): a remote engine sends them upstream; a local one has already
+    # written them into the prompt and, for a forced call, into ``grammar``.
+    tools: "ToolPlan | None" = None
 
     @property
     def greedy(self) -> bool:

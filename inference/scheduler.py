@@ -27,6 +27,8 @@ from typing import TypeVar
 
 import torch
 
+from inference.constrained import RowGuide, guides_mask_logits
+from inference.logprobs import logprobs_compute
 from inference.fair_queue import FcfsQueue, Share, running_by_account
 from inference.sampling import SamplingParams
 
@@ -59,11 +61,15 @@ class GenerationHandle:
     """One submitted generation: iterate it for token ids; it ends when the generation finishes."""
 
     def __init__(self, scheduler: BatchScheduler, prompt_ids: list[int], params: SamplingParams,
-                 deadline: float | None, share: Share | None = None) -> None:
+                 deadline: float | None, share: Share | None = None, guide: RowGuide | None = None) -> None:
         self._scheduler = scheduler
         self.prompt_ids = prompt_ids
         self.params = params
         self.deadline = deadline
+        self.guide = guide  # the grammar this row's tokens must follow (inference.constrained), or None
+        # With params.logprobs: one entry per emitted token, appended before the token is delivered.
+        self.logprobs: list = []
+        self._pending_logprob = None
         self.share = share  # the account it runs for (inference.fair_queue)
         self.submitted_step: int | None = None
         self.admitted_step: int | None = None  # the step whose prefill it joined
@@ -96,6 +102,9 @@ class GenerationHandle:
         with self._lock:
             if self.finish_reason is None:
                 self.completion_tokens += 1
+                if self._pending_logprob is not None:
+                    self.logprobs.append(self._pending_logprob)
+                    self._pending_logprob = None
                 self._tokens.put(token_id)
 
     def _finish(self, reason: str) -> None:
@@ -326,7 +335,7 @@ class BatchScheduler:
 
     # --- public API ---
     def submit(self, prompt_ids: list[int], params: SamplingParams, *, deadline: float | None = None,
-               share: Share | None = None) -> GenerationHandle:
+               share: Share | None = None, guide: RowGuide | None = None) -> GenerationHandle:
         """Queue a generation. Raises QueueFull when ``max_queue`` wait, and the waiting queue's
         AccountLimitExceeded when ``share``'s account already has all it may queue."""
         if not prompt_ids:
@@ -339,7 +348,7 @@ class BatchScheduler:
             raise ValueError("max_tokens and min_tokens must be >= 0")
         if len(prompt_ids) >= self._max_positions:
             raise ValueError(f"prompt of {len(prompt_ids)} tokens exceeds the model's {self._max_positions}")
-        handle = GenerationHandle(self, list(prompt_ids), params, deadline, share)
+        handle = GenerationHandle(self, list(prompt_ids), params, deadline, share, guide)
         with self._cond:
             if self._closed:
                 raise RuntimeError("scheduler is closed")
@@ -624,6 +633,9 @@ class BatchScheduler:
             handle._finish("stop")
             return True
         handle._emit(token)
+        if handle.guide is not None and (reason := handle.guide.advance(token)):  # grammar complete, or broken
+            handle._finish(reason)
+            return True
         if handle.completion_tokens >= params.max_tokens or position + 1 >= self._max_positions:
             handle._finish("length")
             return True
@@ -651,6 +663,10 @@ class BatchScheduler:
         if suppress and self._eos_list.numel():
             rows = torch.tensor(suppress, dtype=torch.long, device=logits.device)
             logits[rows[:, None], self._eos_list[None, :]] = float("-inf")
+        guided = [(row, h.guide) for row, h in enumerate(handles) if h.guide is not None and not h.finished]
+        if guided:  # only the constrained rows get a mask
+            for row in guides_mask_logits(logits, guided):
+                handles[row]._finish("error")
         chosen = logits.argmax(dim=-1).tolist()
         for row, handle in enumerate(handles):
             params = handle.params
@@ -661,6 +677,11 @@ class BatchScheduler:
             except Exception:
                 logger.exception("sampling failed for one request")
                 handle._finish("error")
+        asked = [row for row, h in enumerate(handles) if h.params.logprobs and not h.finished]
+        if asked:  # one batched log_softmax over the rows that asked; the others pay nothing
+            tops = [handles[row].params.top_logprobs for row in asked]
+            for row, entry in zip(asked, logprobs_compute(logits, asked, chosen, tops)):
+                handles[row]._pending_logprob = entry
         return chosen
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from pathlib import Path
 
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
+from inference.logprobs import MAX_COMPLETION_LOGPROBS, MAX_TOP_LOGPROBS
 from platform.errors import ApiError
 from platform.strict_types import StrictJSONTypes
 
@@ -63,10 +65,141 @@ class MessageContentField(serializers.Field):
         return value
 
 
+_SCHEMA_NAME = {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"}
+JSON_SCHEMA_OBJECT = {"type": "object", "description": "A JSON Schema (the subset llguidance implements; "
+                      "anything else is a 400 naming what is not supported)."}
+
+
+@extend_schema_field({"oneOf": [
+    {"type": "object", "required": ["type"], "properties": {"type": {"type": "string", "enum": ["text"]}}},
+    {"type": "object", "required": ["type"], "properties": {"type": {"type": "string", "enum": ["json_object"]}}},
+    {"type": "object", "required": ["type", "json_schema"], "properties": {
+        "type": {"type": "string", "enum": ["json_schema"]},
+        "json_schema": {"type": "object", "required": ["name", "schema"], "properties": {
+            "name": _SCHEMA_NAME, "description": {"type": "string"}, "schema": JSON_SCHEMA_OBJECT,
+            "strict": {"type": ["boolean", "null"]}}}}},
+]})
+class ResponseFormatField(serializers.Field):
+    """OpenAI's ``response_format``: ``text``, ``json_object`` (any JSON object) or ``json_schema``. Becomes the
+    grammar the output is decoded under (None for text); a schema the grammar library cannot enforce is refused
+    here, before anything is admitted."""
+
+    def to_internal_value(self, data):
+        from inference.constrained import GrammarError, grammar_check
+        from inference.grammar_spec import GrammarSpec
+
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str) or \
+                data["type"] not in ("text", "json_object", "json_schema"):
+            raise serializers.ValidationError('Must be an object whose type is "text", "json_object" or "json_schema".')
+        if data["type"] == "text":
+            return None
+        if data["type"] == "json_object":
+            return GrammarSpec.any_json_object()
+        spec = data.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+            raise serializers.ValidationError("json_schema must be an object with a schema (an object).")
+        if "description" in spec and not isinstance(spec["description"], str):
+            raise serializers.ValidationError("json_schema.description must be a string.")
+        name = spec.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", name):
+            raise serializers.ValidationError("json_schema.name must be 1-64 letters, digits, _ or -.")
+        if spec.get("strict") is not None and not isinstance(spec["strict"], bool):
+            raise serializers.ValidationError("json_schema.strict must be a boolean.")
+        grammar = GrammarSpec.for_schema(spec["schema"])
+        try:
+            grammar_check(grammar)
+        except GrammarError as error:
+            raise serializers.ValidationError(f"The schema cannot be enforced: {error}") from None
+        return grammar
+
+    def to_representation(self, value):
+        return value
+
+
+_FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+
+
+def _no_null_items(items):
+    """A list field that may itself be null holds objects, never nulls (DRF lets a null item through to a
+    child serializer that allows null)."""
+    if items and any(item is None for item in items):
+        raise serializers.ValidationError("Items must be objects, not null.")
+    return items
+
+
+class CalledFunctionSerializer(StrictJSONTypes, serializers.Serializer):
+    name = serializers.CharField(max_length=256)
+    arguments = serializers.CharField(allow_blank=True, trim_whitespace=False, help_text="JSON text.")
+
+
+class MessageToolCallSerializer(StrictJSONTypes, serializers.Serializer):
+    """A call an assistant message made (sent back in a later request's conversation)."""
+
+    id = serializers.CharField(max_length=256)
+    type = serializers.ChoiceField(choices=["function"])
+    function = CalledFunctionSerializer()
+
+
 class MessageSerializer(StrictJSONTypes, serializers.Serializer):
     role = serializers.ChoiceField(choices=ROLES)
-    content = MessageContentField()
+    content = MessageContentField(allow_null=True, help_text="null for an assistant message that only called tools.")
     name = serializers.CharField(required=False, max_length=64)
+    tool_calls = MessageToolCallSerializer(many=True, required=False, allow_null=True, max_length=128)
+    tool_call_id = serializers.CharField(required=False, max_length=256, help_text="A tool message: the call it answers.")
+
+    def validate_content(self, value):
+        return "" if value is None else value
+
+    def validate_tool_calls(self, value):
+        return _no_null_items(value)
+
+
+class FunctionSerializer(StrictJSONTypes, serializers.Serializer):
+    name = serializers.RegexField(r"^[a-zA-Z0-9_-]{1,64}$", max_length=64,
+                                  error_messages={"invalid": "A function name is 1-64 letters, digits, _ or -."})
+    description = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    parameters = serializers.DictField(required=False, allow_null=True, help_text="A JSON Schema of the arguments.")
+    strict = serializers.BooleanField(required=False, allow_null=True)
+
+    def validate_parameters(self, value):
+        from inference.constrained import GrammarError, grammar_check
+        from inference.grammar_spec import GrammarSpec
+
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Must be an object (a JSON Schema).")
+        try:  # a forced call is decoded under it: refuse now what could not be enforced then
+            grammar_check(GrammarSpec.for_schema(value))
+        except GrammarError as error:
+            raise serializers.ValidationError(f"The schema cannot be enforced: {error}") from None
+        return value
+
+
+class ToolSerializer(StrictJSONTypes, serializers.Serializer):
+    type = serializers.ChoiceField(choices=["function"])
+    function = FunctionSerializer()
+
+
+@extend_schema_field({"oneOf": [
+    {"type": "string", "enum": ["none", "auto", "required"]},
+    {"type": "object", "required": ["type", "function"], "properties": {
+        "type": {"type": "string", "enum": ["function"]},
+        "function": {"type": "object", "required": ["name"], "properties": {"name": _SCHEMA_NAME}}}},
+]})
+class ToolChoiceField(serializers.Field):
+    def to_internal_value(self, data):
+        if data in ("none", "auto", "required") and isinstance(data, str):
+            return data
+        if isinstance(data, dict) and data.get("type") == "function" and isinstance(data.get("function"), dict):
+            name = data["function"].get("name")
+            if isinstance(name, str) and _FUNCTION_NAME.fullmatch(name):
+                return {"type": "function", "function": {"name": name}}
+        raise serializers.ValidationError('Must be "none", "auto", "required" or {"type": "function", '
+                                          '"function": {"name": ...}}.')
+
+    def to_representation(self, value):
+        return value
 
 
 class StreamOptionsSerializer(StrictJSONTypes, serializers.Serializer):
@@ -145,14 +278,46 @@ class GenerationOptionsSerializer(StrictJSONTypes, serializers.Serializer):
 class ChatCompletionRequestSerializer(GenerationOptionsSerializer):
     messages = MessageSerializer(many=True, allow_empty=False)
     max_completion_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    logprobs = serializers.BooleanField(required=False, allow_null=True,
+                                        help_text="Return the log-probability of each generated token.")
+    top_logprobs = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=MAX_TOP_LOGPROBS,
+        help_text="With `logprobs: true`: also the most likely alternatives at each position (0-20).")
+    tools = ToolSerializer(many=True, required=False, allow_null=True, max_length=128)
+    tool_choice = ToolChoiceField(required=False, allow_null=True)
+    parallel_tool_calls = serializers.BooleanField(required=False, allow_null=True)
+    response_format = ResponseFormatField(
+        required=False, allow_null=True,
+        help_text="`json_object` or `json_schema`: the reply is decoded under that grammar, so it always parses "
+                  "(and validates) unless it is cut short by max_tokens (finish_reason `length`).")
 
     def validate_max_completion_tokens(self, value):
         return _within_new_token_limit(value)
+
+    def validate_tools(self, value):
+        return _no_null_items(value)
+
+    def validate(self, attrs):
+        if attrs.get("top_logprobs") and not attrs.get("logprobs"):
+            raise serializers.ValidationError({"top_logprobs": "top_logprobs needs logprobs: true."})
+        tools, choice = attrs.get("tools") or [], attrs.get("tool_choice")
+        names = [tool["function"]["name"] for tool in tools]
+        if len(set(names)) < len(names):
+            raise serializers.ValidationError({"tools": "Two tools have the same name."})
+        if choice not in (None, "none") and not tools:
+            raise serializers.ValidationError({"tool_choice": "tool_choice needs tools."})
+        if isinstance(choice, dict) and choice["function"]["name"] not in names:
+            raise serializers.ValidationError(
+                {"tool_choice": f"No tool is named {choice['function']['name']!r}."})
+        return attrs
 
 
 @extend_schema_serializer(component_name="Completion")  # its request component: CompletionRequest
 class CompletionRequestSerializer(GenerationOptionsSerializer):
     prompt = StringOrListField(min_items=1, max_items=1)
+    logprobs = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=MAX_COMPLETION_LOGPROBS,
+        help_text="Return each token's log-probability and this many most likely alternatives (0-5).")
 
 
 @extend_schema_serializer(component_name="Generate")  # its request component: GenerateRequest

@@ -23,11 +23,13 @@ from accounts.services import (
 )
 from inference import metrics
 from inference.engines.base import Engine, EngineBusy, EngineError, TextStream
+from inference.logprob_entries import LogprobCursor, LogprobEntry
 from inference.fair_queue import BATCH, INTERACTIVE, AccountLimitExceeded, Share
 from inference.observation import observation_current
 from inference.registry import UnknownModel, available_models, default_engine, engine_for
 from inference.sampling import SamplingParams
 from inference.sampling_defaults import FIELDS, defaults_for
+from inference.tool_calls import ToolPlan, prompt_suffix, render_messages, tool_grammar, tool_plan_for
 from moderation.guard import OutputGuard
 from moderation.policies import policy_for
 from moderation.services import (
@@ -59,6 +61,7 @@ class GenerationJob:
     include_usage: bool = False
     messages: tuple[dict, ...] | None = None
     prompt: str | None = None
+    tools: ToolPlan | None = None  # chat with tools (tool_choice other than none)
     tier: str = INTERACTIVE  # service_tier "flex": BATCH, yielding to the account's interactive work
     # The engine the job was validated against: the request runs on it even if the catalogue changes meanwhile.
     engine: Engine | None = field(default=None, compare=False, repr=False)
@@ -72,7 +75,7 @@ class GenerationJob:
         """The same job with its input texts replaced (redacted), re-encoded."""
         if self.messages is not None:
             messages = tuple({**m, "content": t} for m, t in zip(self.messages, texts))
-            return replace(self, messages=messages, prompt_ids=engine.encode_chat(list(messages)))
+            return replace(self, messages=messages, prompt_ids=_chat_prompt_ids(engine, messages, self.tools))
         return replace(self, prompt=texts[0], prompt_ids=engine.encode(texts[0]))
 
 
@@ -82,6 +85,9 @@ class Generated:
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+    logprobs: list[LogprobEntry] | None = None  # when asked: one per token of ``text``
+    tools: ToolPlan | None = None  # the text is read for tool calls (inference.tool_calls)
+    upstream_tool_calls: list[dict] | None = None  # a remote model's calls, as its upstream made them
 
     @property
     def usage(self) -> dict:
@@ -103,7 +109,8 @@ def _engine_for(model: str) -> Engine:
         ) from None
 
 
-def _sampling_params(data: dict, *, max_tokens: int | None, engine: Engine) -> SamplingParams:
+def _sampling_params(data: dict, *, max_tokens: int | None, engine: Engine, logprobs: bool = False,
+                     top_logprobs: int = 0, grammar=None, tools: ToolPlan | None = None) -> SamplingParams:
     """The request's own fields; what it leaves out (or sends as null), the model's defaults."""
     defaults, unset = defaults_for(engine)
     given = {name: data[name] for name in FIELDS if data.get(name) is not None}
@@ -117,6 +124,10 @@ def _sampling_params(data: dict, *, max_tokens: int | None, engine: Engine) -> S
         stop=tuple(data.get("stop") or ()),
         min_tokens=data.get("min_tokens", 0),
         ignore_eos=data.get("ignore_eos", False),
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
+        grammar=grammar,
+        tools=tools,
     )
 
 
@@ -153,6 +164,22 @@ def _check_lengths(engine: Engine, prompt_ids: list[int], params: SamplingParams
         raise ApiError("min_tokens must not exceed max_tokens.", param="min_tokens", code="invalid_value")
 
 
+def _chat_message(message: dict) -> dict:
+    kept = {"role": message["role"], "content": message["content"]}
+    for name in ("tool_calls", "tool_call_id", "name"):
+        if message.get(name):
+            kept[name] = message[name]
+    return kept
+
+
+def _chat_prompt_ids(engine: Engine, messages, tools: ToolPlan | None) -> list[int]:
+    """The conversation through the model's template, tools and tool messages written in as
+    inference.tool_calls says; a forced call's opening follows the generation prompt."""
+    if not tools and not any(m.get("tool_calls") or m["role"] == "tool" for m in messages):
+        return engine.encode_chat(list(messages))
+    prompt_ids = engine.encode_chat(render_messages(messages, tools))
+    suffix = prompt_suffix(tools) if engine.constrains_locally else ""
+    return prompt_ids + engine.encode(suffix) if suffix else prompt_ids
 def _tier(data: dict) -> str:
     return BATCH if data.get("service_tier") == "flex" else INTERACTIVE
 
@@ -176,19 +203,25 @@ def job_for_chat(*, data: dict) -> GenerationJob:
     requested = data.get("max_completion_tokens") or data.get("max_tokens")
     param = "max_completion_tokens" if data.get("max_completion_tokens") else "max_tokens"
     max_tokens = _resolve_max_tokens(requested, settings.SLUICE_DEFAULT_MAX_TOKENS, param=param)
-    params = _sampling_params(data, max_tokens=max_tokens, engine=engine)
-    messages = tuple({"role": message["role"], "content": message["content"]} for message in data["messages"])
-    prompt_ids = engine.encode_chat(list(messages))
+    tools = tool_plan_for(data.get("tools"), data.get("tool_choice"), data.get("parallel_tool_calls"))
+    # A forced call is decoded under its own grammar here; a remote upstream is sent the tools themselves.
+    grammar = (tool_grammar(tools) if engine.constrains_locally else None) or data.get("response_format")
+    params = _sampling_params(data, max_tokens=max_tokens, engine=engine, logprobs=bool(data.get("logprobs")),
+                              top_logprobs=data.get("top_logprobs") or 0, grammar=grammar, tools=tools)
+    messages = tuple(_chat_message(message) for message in data["messages"])
+    prompt_ids = _chat_prompt_ids(engine, messages, tools)
     _check_lengths(engine, prompt_ids, params, param="messages")
     include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
     return GenerationJob(ENDPOINT_CHAT, data["model"], prompt_ids, params, include_usage, messages=messages,
-                         tier=_tier(data), engine=engine)
+                         tools=tools, tier=_tier(data), engine=engine)
 
 
 def job_for_completion(*, data: dict) -> GenerationJob:
     engine = _engine_for(data["model"])
     max_tokens = _resolve_max_tokens(data.get("max_tokens"), 16, param="max_tokens")  # OpenAI's default
-    params = _sampling_params(data, max_tokens=max_tokens, engine=engine)
+    # The legacy `logprobs` is the number of alternatives (0-5); sent at all, it asks for logprobs.
+    params = _sampling_params(data, max_tokens=max_tokens, engine=engine, logprobs=data.get("logprobs") is not None,
+                              top_logprobs=data.get("logprobs") or 0)
     prompt = data["prompt"][0]
     prompt_ids = engine.encode(prompt)
     _check_lengths(engine, prompt_ids, params, param="prompt")
@@ -223,13 +256,26 @@ class RunningGeneration:
     headers: dict[str, str]
     result: Generated | None = None
     _pieces: list[str] = field(default_factory=list)
+    _released_chars: int = 0
+    _logprobs: LogprobCursor | None = None
 
     def _release(self, text: str) -> Iterator[str]:
         if text:
             if not self._pieces:
                 observation_current().first_token()
             self._pieces.append(text)
+            self._released_chars += len(text)
             yield text
+
+    def logprobs_released(self, *, final: bool = False) -> list[LogprobEntry] | None:
+        """The logprob entries of the tokens whose text has been released since the last call (None when the
+        request did not ask). ``final``: also those whose text was only partly released."""
+        entries = getattr(self.text_stream, "logprob_entries", None)
+        if not self.job.params.logprobs or entries is None:
+            return None
+        if self._logprobs is None:
+            self._logprobs = LogprobCursor(entries)
+        return self._logprobs.take(self._released_chars, final=final)
 
     def pieces(self) -> Iterator[str]:
         status_code, error_code, reason = 200, "", None
@@ -260,6 +306,11 @@ class RunningGeneration:
                 prompt_tokens=getattr(self.text_stream, "prompt_tokens", None) or len(self.job.prompt_ids),
                 completion_tokens=self.text_stream.completion_tokens,
             )
+            self.result.tools = self.job.tools
+            self.result.upstream_tool_calls = getattr(self.text_stream, "tool_calls", None) or None
+            if self.job.params.logprobs:
+                entries = getattr(self.text_stream, "logprob_entries", None) or []
+                self.result.logprobs = LogprobCursor(entries).take(self._released_chars, final=True)
             observation = observation_current()
             observation.prompt_tokens, observation.completion_tokens = self.result.prompt_tokens, self.result.completion_tokens
             observation.finish_reason = reason

@@ -72,9 +72,10 @@ def _task_model(task: str, folder: Path, base, labels: int, *, pool: bool) -> to
     return quantize(model.eval(), SERVED_PRECISION[task])
 
 
-# How each task's linear layers are served (chosen on the development splits, see README's Benchmarks):
-# "int8" per tensor, "int8-per-channel" (a scale per output row) or "float32" (not quantized).
-SERVED_PRECISION = {"sentiment": "int8", "qa": "int8"}
+# How each task's linear layers are served, chosen on the development splits (benchmarks/task_eval_offline.py
+# --precisions; figures in README's Benchmarks): "int8" per tensor, "int8-per-channel" (a scale per output
+# row) or "float32" (not quantized: 31 MB more per task than int8).
+SERVED_PRECISION = {"sentiment": "int8-per-channel", "qa": "float32"}
 
 
 def quantize(model: torch.nn.Module, precision: str) -> torch.nn.Module:
@@ -114,7 +115,12 @@ def _release_freed_memory() -> None:
 class TaskModels:
     def __init__(self) -> None:
         self.manifests = {task: read_manifest(task, artefact_folder(task)) for task in _SETTINGS}
-        self.tokenizer = load_tokenizer()
+        # One tokenizer per thread that encodes: the fast tokenizer keeps its padding and truncation settings in
+        # shared state, so a token count (no padding) in a request thread, in the middle of the sentiment
+        # thread's padded batch, made that batch ragged (25 of 872 requests failed with a 500 at C = 8).
+        self.tokenizer = load_tokenizer()  # request threads: counts only, all with the same settings
+        self._sentiment_tokenizer = load_tokenizer()
+        self._qa_tokenizer = load_tokenizer()
         base = load_base()
         base.embeddings.word_embeddings.half()  # looked up, then summed with float32 positions: float32 again
         self.labels = self.manifests["sentiment"]["labels"]
@@ -151,13 +157,13 @@ class TaskModels:
     def _run_sentiment(self, texts: list[str]) -> list[dict]:
         found = []
         for first in range(0, len(texts), 32):
-            logits = self._sentiment_model(**sentiment.batch(self.tokenizer, texts[first : first + 32]))
+            logits = self._sentiment_model(**sentiment.batch(self._sentiment_tokenizer, texts[first : first + 32]))
             found.extend(sentiment.scores(logits, self.labels))
         return [{"label": max(s, key=s.get), "scores": s} for s in found]
 
     @torch.inference_mode()
     def _run_qa(self, pairs: list[tuple[str, str]]) -> list[dict]:
-        windows = reader.windows(self.tokenizer, pairs, length=self.window, stride=self.stride)
+        windows = reader.windows(self._qa_tokenizer, pairs, length=self.window, stride=self.stride)
         logits = []
         for first in range(0, len(windows), 16):
             chunk = windows[first : first + 16]

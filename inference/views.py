@@ -14,6 +14,7 @@ from accounts.authentication import HasScope
 from accounts.metering import MeteredViewMixin
 from accounts.models import SCOPE_INFERENCE
 from inference import openapi, responses, serializers, services, task_services
+from inference.embedding_model import EMBEDDING_MODELS
 from inference.engines.factory import engine_status
 from inference.warm_up import warm_up_in_background
 from inference.registry import available_models
@@ -159,9 +160,10 @@ class ModelViewSet(MeteredViewMixin, viewsets.ViewSet):
 
     @staticmethod
     def _models_for(key) -> list[str]:
-        """The models served here that this key may use (its allowed models, when it has a list)."""
+        """The models served here that this key may use (its allowed models, when it has a list): the
+        generators, then the embedding models."""
         allowed = getattr(key, "allowed_models", None)
-        return [model for model in available_models() if not allowed or model in allowed]
+        return [model for model in [*available_models(), *EMBEDDING_MODELS] if not allowed or model in allowed]
 
     @extend_schema(operation_id="v1_models_list",
                    responses={200: openapi.ModelListSerializer, **error_responses(*KEYED)})

@@ -239,6 +239,25 @@ def _loaded() -> _Components:
     return _components
 
 
+_plain_encoder: Encoder | None = None
+
+
+def sentence_encoder() -> Encoder:
+    """The packaged all-MiniLM-L6-v2 with its published weights (``/v1/embeddings``): the detectors' own
+    encoder, loaded once per process, whenever no fine-tuned adapter was merged into it (none is shipped:
+    ``moderation/data/classifier.npz`` holds no ``adapter.*`` arrays). A classifier trained with
+    ``--finetune`` changes the detectors' encoder, and then a plain copy is loaded beside it, once."""
+    global _plain_encoder
+    components = _loaded()
+    if not components.classifier.adapter:
+        return components.encoder
+    if _plain_encoder is None:
+        with _components_lock, model_loading_lock:
+            if _plain_encoder is None:
+                _plain_encoder = Encoder(None)
+    return _plain_encoder
+
+
 def detectors_status() -> str:
     """"ready", "loading" or "not loaded" (for /readyz)."""
     if _components is not None:

@@ -18,7 +18,7 @@ from accounts.models import Account, ApiKey
 from accounts.services import key_suspend, request_admit, request_settle
 from moderation import allowed_counts
 from moderation.categories import CATEGORIES
-from moderation.detectors import Detection, count_tokens, detect_many
+from moderation.detectors import Detection, count_tokens, detect_many, sentence_encoder
 from moderation.models import ACTION_SEVERITY, ALLOW, BLOCK, REDACT, ModerationEvent
 from moderation.policies import EffectivePolicy, policy_for
 
@@ -139,6 +139,12 @@ def moderation_check(
 def moderation_scores(texts: list[str]) -> list[Detection]:
     """The detectors' scores for each text (no policy, no log)."""
     return detect_many(texts)
+
+
+def moderation_sentence_encoder():
+    """The sentence encoder moderation reads text with (all-MiniLM-L6-v2, loaded once per process), for other
+    apps that embed text with the same model (``/v1/embeddings``); see ``detectors.sentence_encoder``."""
+    return sentence_encoder()
 
 
 def moderation_count_allowed(direction: str) -> None:

@@ -15,6 +15,7 @@ from django.conf import settings
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from rest_framework import serializers
 
+from inference.embedding_model import DIMENSIONS, EMBEDDING_MODELS
 from inference.registry import available_models
 from inference.serializers import TaskTextField
 from inference.task_models import MODEL_IDS as TASK_MODEL_IDS
@@ -92,6 +93,9 @@ def server_limits(result, generator, request, public):
         "QAPairRequest": _task_limits("qa"),
         "QABatchRequest": {**_task_limits("qa"), "input": {"minItems": 1, "maxItems": max_items}},
         "ModerationRequest": {"input": _texts(max_items=settings.SLUICE_MODERATION_MAX_INPUTS, nul_refused=False)},
+        "EmbeddingRequest": {"model": {"enum": list(EMBEDDING_MODELS)},
+                             "input": _texts(max_items=settings.SLUICE_EMBEDDING_MAX_INPUTS, nul_refused=True),
+                             "dimensions": {"enum": [DIMENSIONS, None]}},
     }
     for operations in result.get("paths", {}).values():
         for operation in operations.values():

@@ -132,7 +132,7 @@ def test_the_real_engine_refuses_an_out_of_range_seed_before_charging_and_sample
 
 
 @pytest.mark.parametrize("path", [CHAT, "/v1/completions", "/v1/moderations", "/v1/sentiment", "/v1/qa", "/generate",
-                                  "/v1/keys"])
+                                  "/v1/keys", "/v1/embeddings"])
 def test_json_nested_10000_deep_is_a_400_not_a_recursion_error(api, fake_engine, metered, path):
     body = '{"model": "x", "input": ' + "[" * 10_000 + "]" * 10_000 + "}"
     assert_refused_and_free(api.post(path, raw=body.encode()), fake_engine, param=None)
@@ -167,6 +167,7 @@ SURROGATE = '"a\\ud800b"'  # as JSON text: the escape decodes to a lone surrogat
         ("/v1/sentiment", '{"input": %s}' % SURROGATE, "input"),
         ("/v1/qa", '{"question": %s, "context": "The tower is in Paris."}' % SURROGATE, "question"),
         ("/v1/qa", '{"input": [{"question": "Where?", "context": %s}]}' % SURROGATE, "input[0].context"),
+        ("/v1/embeddings", '{"input": ["fine", %s]}' % SURROGATE, "input[1]"),
         ("/generate", '{"text": %s}' % SURROGATE, "text"),
         ("/v1/keys", '{"name": %s}' % SURROGATE, "name"),
     ],
@@ -183,6 +184,7 @@ def test_a_lone_surrogate_is_a_400_naming_the_field(api, fake_engine, metered, p
         ("/v1/moderations", {"input": THREAT + "\x00"}, "input"),
         ("/v1/sentiment", {"input": ["ok", "a\x00b"]}, "input[1]"),
         ("/v1/qa", {"question": "Where?", "context": "Paris\x00"}, "context"),
+        ("/v1/embeddings", {"input": ["ok", "a\x00b"]}, "input[1]"),
         ("/v1/keys", {"name": "a\x00b"}, "name"),
     ],
 )
@@ -225,20 +227,11 @@ def test_an_empty_prompt_list_is_a_400(api, fake_engine, metered, stream):
 @pytest.mark.parametrize(
     "path, field, value",
     [
-        (CHAT, "logprobs", True),
-        (CHAT, "top_logprobs", 3),
-        (CHAT, "tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
-        (CHAT, "tool_choice", "auto"),
-        (CHAT, "tool_choice", "required"),
-        (CHAT, "response_format", {"type": "json_object"}),
-        (CHAT, "parallel_tool_calls", True),
         (CHAT, "functions", [{"name": "f", "parameters": {}}]),
         (CHAT, "function_call", "auto"),
         (CHAT, "presence_penalty", 0.5),
         (CHAT, "frequency_penalty", 0.5),
         (CHAT, "logit_bias", {"50256": -100}),
-        ("/v1/completions", "logprobs", 0),
-        ("/v1/completions", "logprobs", 5),
         ("/v1/completions", "echo", True),
         ("/v1/completions", "best_of", 2),
         ("/v1/completions", "suffix", " and so on"),

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from accounts.models import UsageRecord
+from inference.embedding_model import EMBEDDING_MODEL_ID
 from tests.conftest import MODEL, disconnect_client, sse_payloads
 
 CHAT = "/v1/chat/completions"
@@ -220,7 +221,8 @@ def test_the_flask_contract_refuses_missing_text(api, fake_engine):
 
 def test_models_are_listed_in_openais_shape(api):
     body = api.get("/v1/models").json()
-    assert body == {"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "sluice"}]}
+    assert body == {"object": "list", "data": [{"id": model, "object": "model", "created": 0, "owned_by": "sluice"}
+                                               for model in (MODEL, EMBEDDING_MODEL_ID)]}  # generators, then embeddings
     assert api.get(f"/v1/models/{MODEL}").json()["id"] == MODEL
     assert api.get("/v1/models/nope").status_code == 404
 

@@ -5,6 +5,7 @@ import json
 import pytest
 from django.contrib.admin.models import LogEntry
 
+from inference.embedding_model import EMBEDDING_MODEL_ID
 from inference.models import CatalogueChange, CatalogueEntry, CatalogueVersion
 from tests.conftest import MODEL
 from tests.upstream_stub import StubUpstream
@@ -82,7 +83,7 @@ def test_an_alias_serves_its_target_under_a_public_name(staff, api, fake_engine)
     fake_engine.replies.append("local reply")
     reply = api.post(CHAT, chat("smol"))
     assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"] == "local reply"
-    assert [m["id"] for m in api.get("/v1/models").json()["data"]] == [MODEL, "smol"]
+    assert [m["id"] for m in api.get("/v1/models").json()["data"]] == [MODEL, "smol", EMBEDDING_MODEL_ID]
 
 
 def test_an_entry_overrides_and_disables_a_model_seeded_from_the_setting(staff, api, settings, upstream):

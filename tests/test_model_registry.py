@@ -4,6 +4,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from accounts.services import key_create
+from inference.embedding_model import EMBEDDING_MODEL_ID
 from inference.engines.factory import get_engine, set_engine
 from platform.env import remote_models_from_env
 from tests.conftest import MODEL, Api
@@ -22,7 +23,8 @@ def upstream():
 
 def test_v1_models_lists_the_local_model_first_then_the_remote_ones(api, settings, upstream):
     settings.SLUICE_REMOTE_MODELS = remote_config(upstream.url)
-    assert [m["id"] for m in api.get("/v1/models").json()["data"]] == [MODEL, REMOTE]
+    # then the embedding models (tests/test_embeddings.py)
+    assert [m["id"] for m in api.get("/v1/models").json()["data"]] == [MODEL, REMOTE, EMBEDDING_MODEL_ID]
     assert api.get(f"/v1/models/{REMOTE}").json()["id"] == REMOTE
 
 
@@ -58,7 +60,7 @@ def test_a_remote_only_worker_never_loads_a_local_model(api, settings, upstream,
     set_engine(None)
     settings.SLUICE_LOCAL_MODEL = False
     settings.SLUICE_REMOTE_MODELS = remote_config(upstream.url, tokenizer="none")
-    assert [m["id"] for m in api.get("/v1/models").json()["data"]] == [REMOTE]
+    assert [m["id"] for m in api.get("/v1/models").json()["data"]] == [REMOTE, EMBEDDING_MODEL_ID]
     assert api.post(CHAT, chat()).status_code == 200
     assert api.post("/generate", {"text": "Hi"}).json() == {"text": "from upstream"}  # the first remote model
     ready = anonymous.get("/readyz")

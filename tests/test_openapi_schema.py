@@ -60,7 +60,7 @@ def test_every_keyed_operation_documents_the_one_error_body_for_its_refusals(ope
                 schema = operation["responses"][status]["content"]["application/json"]["schema"]
                 assert schema == {"$ref": "#/components/schemas/Error"}, (method, path, status)
             assert operation["security"] == [{"ApiKey": []}], (method, path)
-    assert keyed == 15
+    assert keyed == 16
 
 
 def test_streamed_answers_are_documented_as_server_sent_events(openapi):

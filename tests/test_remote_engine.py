@@ -117,6 +117,27 @@ def test_a_whole_chat_completion_and_a_text_completion_come_from_the_remote_mode
     assert upstream.requests[1]["body"]["prompt"] == "The capital of France"
 
 
+def test_logprobs_and_response_format_go_upstream_and_the_upstreams_logprobs_come_back(api, settings, stubs):
+    upstream = stubs(["{\"a\"", ": 1}"], usage={"prompt_tokens": 9, "completion_tokens": 2})
+    settings.SLUICE_REMOTE_MODELS = remote_config(upstream.url)
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    body = api.post(CHAT, chat(logprobs=True, top_logprobs=2, response_format={
+        "type": "json_schema", "json_schema": {"name": "thing", "schema": schema, "strict": True}})).json()
+    assert body["choices"][0]["message"]["content"] == '{"a": 1}'
+    assert [(t["token"], t["logprob"]) for t in body["choices"][0]["logprobs"]["content"]] == [('{"a"', -0.25), (": 1}", -0.25)]
+    sent = upstream.requests[0]["body"]
+    assert (sent["logprobs"], sent["top_logprobs"]) == (True, 2)
+    assert sent["response_format"]["type"] == "json_schema" and sent["response_format"]["json_schema"]["schema"] == schema
+    streamed = sse_payloads(api.post(CHAT, chat(logprobs=True, stream=True, response_format={"type": "json_object"})))
+    tokens = [t["token"] for p in streamed[:-1] if p["choices"] and p["choices"][0]["logprobs"]
+              for t in p["choices"][0]["logprobs"]["content"]]
+    assert tokens == ['{"a"', ": 1}"]
+    assert upstream.requests[1]["body"]["response_format"] == {"type": "json_object"}
+    text = api.post("/v1/completions", {"model": REMOTE, "prompt": "x", "logprobs": 1}).json()["choices"][0]
+    assert text["logprobs"]["tokens"] == ['{"a"', ": 1}"] and text["logprobs"]["text_offset"] == [0, 4]
+    assert upstream.requests[2]["body"]["logprobs"] == 1
+
+
 def test_without_upstream_usage_the_completion_is_counted_with_the_local_tokenizer(api, settings, stubs, fake_engine):
     upstream = stubs(["abc", "de"], usage=None)
     settings.SLUICE_REMOTE_MODELS = remote_config(upstream.url)

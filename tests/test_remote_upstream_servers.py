@@ -13,6 +13,7 @@ import pytest
 
 from accounts.models import UsageRecord
 from prometheus_client import REGISTRY
+from inference.embedding_model import EMBEDDING_MODEL_ID
 from inference.registry import engine_for
 from moderation.models import AllowedCount
 from tests.conftest import sse_payloads
@@ -150,7 +151,7 @@ def test_the_openai_client_streams_the_real_model_through_a_remote_only_gateway_
         gateway = Server(gateway_env, log_path=tmp_path / "gateway.log").start()
         try:
             client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0, timeout=180)
-            assert [m.id for m in client.models.list()] == [REMOTE]
+            assert [m.id for m in client.models.list()] == [REMOTE, EMBEDDING_MODEL_ID]  # embeddings serve here too
             stream = client.chat.completions.create(
                 model=REMOTE, messages=[{"role": "user", "content": "What is the capital of France?"}],
                 max_tokens=24, temperature=0, stream=True, stream_options={"include_usage": True},

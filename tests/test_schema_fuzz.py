@@ -8,6 +8,7 @@ data refused, valid data served, auth ignored). Run alone: ``python -m pytest -m
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 
 import pytest
@@ -61,8 +62,11 @@ def requests_keep_the_test_transaction():
 
 @pytest.fixture(scope="module", autouse=True)
 def moderation_loaded():
-    """Loaded before the run, as a server loads it at start, so /readyz answers 200 rather than its 503."""
+    """Loaded before the run, as a server loads them at start, so /readyz answers 200 rather than its 503."""
+    from inference.task_models import task_models_load_in_background
+
     detectors_load_in_background().join()
+    task_models_load_in_background().join()
 
 
 # The keys' plaintexts are fixed for the module: schemathesis builds its coverage cases, auth included, when
@@ -134,6 +138,40 @@ def _min_tokens_within_max_tokens(case) -> None:
     body["min_tokens"] = min(body["min_tokens"], limit)
 
 
+def _top_logprobs_with_logprobs(case) -> None:
+    """What the schema says of chat's ``top_logprobs`` in prose only: above 0 it needs ``logprobs: true``.
+    Valid cases only."""
+    body = case.body
+    if (isinstance(body, dict) and case.path == "/v1/chat/completions" and body.get("top_logprobs")
+            and case.meta and case.meta.generation.mode.is_positive):
+        body["logprobs"] = True
+
+
+def _tool_choice_names_a_tool(case) -> None:
+    """What the schema says of ``tools`` and ``tool_choice`` in prose only: tool names are unique, and a
+    tool_choice other than none needs tools, one of them named when it names a function. Valid cases only."""
+    body = case.body
+    if not (isinstance(body, dict) and case.path == "/v1/chat/completions" and case.meta
+            and case.meta.generation.mode.is_positive):
+        return
+    tools, seen = [], set()
+    for index, tool in enumerate(body.get("tools") or []):
+        name = tool["function"]["name"] if isinstance(tool, dict) and isinstance(tool.get("function"), dict) else None
+        if isinstance(name, str) and not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", name):
+            # The pattern's $ lets Python's re (and so the generator) end a name in a newline; JSON Schema's does not.
+            name = tool["function"]["name"] = f"tool_{index}"
+        if name not in seen:
+            seen.add(name)
+            tools.append(tool)
+    if body.get("tools"):
+        body["tools"] = tools
+    choice = body.get("tool_choice")
+    if choice not in (None, "none") and not tools:
+        body["tool_choice"] = None
+    elif isinstance(choice, dict) and choice.get("function", {}).get("name") not in seen:
+        choice["function"]["name"] = next(iter(seen))
+
+
 def _valid_ids_name_real_objects(case) -> None:
     """Valid cases of the detail operations act on a key or model that exists (random ids are only 404s);
     invalid cases keep theirs."""
@@ -149,6 +187,8 @@ def test_the_api_answers_as_its_schema_says(case, fuzz_key):
         _usage_dates_within_a_month(case.query)
     if case.path in ("/v1/chat/completions", "/v1/completions"):
         _min_tokens_within_max_tokens(case)
+        _top_logprobs_with_logprobs(case)
+        _tool_choice_names_a_tool(case)
     _valid_ids_name_real_objects(case)
     case.call_and_validate()
 

@@ -113,3 +113,32 @@ def test_readiness_reports_a_task_model_that_failed_to_load(anonymous, db, damag
     response = anonymous.get("/readyz")
     assert response.status_code == 503
     assert response.json()["tasks"].startswith("failed: The qa model file") and "manifest.json" in response.json()["tasks"]
+
+
+def test_counting_tokens_in_request_threads_never_unpads_a_batch_being_classified():
+    # The fast tokenizer keeps its padding and truncation settings in shared state: a token count (no padding)
+    # in a request thread, in the middle of the model thread's padded batch, made that batch ragged (a 500).
+    import threading
+
+    from inference.task_models import task_models
+
+    models = task_models()
+    texts = ["fine", "a long and winding and rather tedious film " * 3, "not bad at all, really", "no"] * 8
+    stop = threading.Event()
+
+    def count():
+        while not stop.is_set():
+            models.count_sentiment_tokens("a text of a few words to count")
+            models.count_qa_tokens("who?", "someone, somewhere")
+
+    counters = [threading.Thread(target=count) for _ in range(3)]
+    for thread in counters:
+        thread.start()
+    try:
+        for _ in range(40):
+            models.classify(texts)
+            models.answer([("Where is it?", "It is in Paris, " * 20), ("Who?", "Ann.")])
+    finally:
+        stop.set()
+        for thread in counters:
+            thread.join()

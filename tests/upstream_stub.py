@@ -14,7 +14,8 @@ class StubUpstream:
     ``status`` other than 200 answers an OpenAI error body instead; ``break_after`` drops the connection after
     that many chunks; ``hold`` (an Event) keeps the request waiting before its first byte until it is set;
 ``pause_after`` stops a stream after that many chunks (setting ``paused``) until ``resume`` is set.
-    Every request (path, body, authorization header) is kept in ``requests``.
+    Every request (path, body, authorization header) is kept in ``requests``. A request asking for logprobs
+    gets each chunk as one token of logprob -0.25.
     """
 
     def __init__(self, chunks=("Hello", " from", " upstream."), *, usage=None, finish_reason="stop"):
@@ -67,6 +68,10 @@ class StubUpstream:
                         stub.paused.set()
                         stub.resume.wait(30)
                     choice = {"index": 0, "delta": {"content": text}} if chat else {"index": 0, "text": text}
+                    if body.get("logprobs") not in (None, False):  # each chunk one "token" of logprob -0.25
+                        choice["logprobs"] = {"content": [{"token": text, "logprob": -0.25, "bytes": list(text.encode()),
+                                                           "top_logprobs": []}]} if chat else {
+                            "tokens": [text], "token_logprobs": [-0.25], "top_logprobs": [{text: -0.25}]}
                     self._event({"object": "chunk", "choices": [{**choice, "finish_reason": None}]})
                 final = {"index": 0, "delta": {}} if chat else {"index": 0, "text": ""}
                 self._event({"object": "chunk", "choices": [{**final, "finish_reason": stub.finish_reason}]})

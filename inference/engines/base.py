@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
 from inference.detokenize import IncrementalDecoder, StopMatcher
+from inference.logprob_entries import LogprobEntry, from_token_ids
 from inference.fair_queue import Share
 from inference.sampling import SamplingParams
 
@@ -44,6 +45,8 @@ class TokenHandle(Protocol):
 
     finish_reason: str | None
     completion_tokens: int
+    # With params.logprobs: one inference.logprobs.TokenLogprob per emitted token, there before the token is.
+    logprobs: list
 
     def __iter__(self) -> Iterator[int]: ...
 
@@ -58,11 +61,17 @@ class TextStream:
     generated. ``cancel()`` (or closing the iterator) stops the sequence within a step.
     """
 
-    def __init__(self, handle: TokenHandle, *, decode, stop: Sequence[str]):
+    def __init__(self, handle: TokenHandle, *, decode, stop: Sequence[str],
+                 token_bytes: Callable[[int], bytes] | None = None):
         self._handle = handle
         self._decoder = IncrementalDecoder(decode)
         self._stops = StopMatcher(stop)
         self.finish_reason: str | None = None
+        # Filled as tokens arrive when the request asked for logprobs (token_bytes given), else None.
+        self.logprob_entries: list[LogprobEntry] | None = [] if token_bytes is not None else None
+        self._token_bytes = token_bytes
+        self._decoded_chars = 0
+        self._tokens_seen = 0
 
     @property
     def completion_tokens(self) -> int:
@@ -74,7 +83,10 @@ class TextStream:
     def __iter__(self) -> Iterator[str]:
         try:
             for token_id in self._handle:
-                text, stopped = self._stops.push(self._decoder.push(token_id))
+                decoded = self._decoder.push(token_id)
+                if self.logprob_entries is not None:
+                    self._note_logprob(decoded)
+                text, stopped = self._stops.push(decoded)
                 if text:
                     yield text
                 if stopped:
@@ -90,12 +102,24 @@ class TextStream:
                 self._handle.cancel()
                 self.finish_reason = "cancelled"
 
+    def _note_logprob(self, decoded: str) -> None:
+        index, self._tokens_seen = self._tokens_seen, self._tokens_seen + 1
+        start, self._decoded_chars = self._decoded_chars, self._decoded_chars + len(decoded)
+        logprobs = getattr(self._handle, "logprobs", None) or []
+        if index < len(logprobs):
+            entry = logprobs[index]
+            self.logprob_entries.append(from_token_ids(entry.token_id, entry.logprob, entry.top,
+                                                       token_bytes=self._token_bytes, start=start,
+                                                       end=self._decoded_chars))
+
 
 class Engine(ABC):
     """What the tasks need from a model."""
 
     model_id: str
     context_window: int
+    # A local engine enforces grammars itself (forced tool calls, response_format); a remote one forwards them.
+    constrains_locally = True
 
     @abstractmethod
     def encode(self, text: str) -> list[int]: ...
@@ -116,6 +140,10 @@ class Engine(ABC):
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token stands for (logprobs report them)."""
+        return self.decode([token_id]).encode("utf-8")
+
     def stream(
         self,
         prompt_ids: list[int],
@@ -130,7 +158,7 @@ class Engine(ABC):
         one forwards the request's ``messages`` (chat) or ``prompt`` (completion) instead, and may add
         ``prompt_tokens`` (the upstream's count) to the stream it returns."""
         return TextStream(self.submit(prompt_ids, params, deadline=deadline, share=share), decode=self.decode,
-                          stop=params.stop)
+                          stop=params.stop, token_bytes=self.token_bytes if params.logprobs else None)
 
     def stats(self) -> dict:
         return {}

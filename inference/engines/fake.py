@@ -8,12 +8,14 @@ consumer iterates, so a test that stops reading mid-stream sees exactly what was
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 
 from inference.engines.base import Engine, EngineBusy
+from inference.logprob_entries import TokenLogprob
 from inference.sampling import SamplingParams
 
 EOS = 0
@@ -31,6 +33,10 @@ class FakeHandle:
         self._cancelled = threading.Event()
         self.finish_reason: str | None = None
         self.completion_tokens = 0
+        # Asked for logprobs: each token is given probability 1/2, its alternatives 1/4, 1/8, ... (the next
+        # characters), so a test can check the shapes and which token each entry belongs to.
+        self._top_logprobs = params.top_logprobs if params.logprobs else None
+        self.logprobs: list = []
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -47,6 +53,9 @@ class FakeHandle:
             if self.token_delay_s:
                 time.sleep(self.token_delay_s)  # a slow model, for servers under test (SLUICE_FAKE_TOKEN_DELAY_S)
             self.completion_tokens += 1
+            if self._top_logprobs is not None:
+                self.logprobs.append(TokenLogprob(token_id, -math.log(2), tuple(
+                    (token_id + k, -(k + 1) * math.log(2)) for k in range(self._top_logprobs))))
             yield token_id
         self.finish_reason = "stop" if self._ended_by_eos else "length"
 

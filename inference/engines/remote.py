@@ -31,6 +31,7 @@ from django.conf import settings
 
 from inference import metrics
 from inference.engines.base import Engine, EngineError
+from inference.logprob_entries import LogprobEntry, from_openai
 from inference.fair_queue import CapacityFull, FairGate
 from inference.observation import observation_current
 from inference.sampling import SamplingParams
@@ -80,6 +81,7 @@ def _public_message(message: str, upstreams: Sequence[Upstream]) -> str:
 
 
 class RemoteEngine(Engine):
+    constrains_locally = False  # the upstream gets response_format and tools, and applies them
     def __init__(
         self,
         *,
@@ -240,10 +242,25 @@ class RemoteEngine(Engine):
             body["min_tokens"] = params.min_tokens
         if params.ignore_eos:
             body["ignore_eos"] = True
+        if params.grammar is not None:  # the upstream enforces it (vLLM, llama-server and Sluice all do)
+            body["response_format"] = params.grammar.as_response_format()
         if messages is not None:
-            body["messages"] = [{"role": m["role"], "content": m["content"]} for m in messages]
+            body["messages"] = [{"role": m["role"], "content": m["content"],
+                                 **{k: m[k] for k in ("tool_calls", "tool_call_id", "name") if m.get(k)}}
+                                for m in messages]
+            if params.tools is not None:  # the upstream renders and parses them (its own model's format)
+                body["tools"] = params.tools.tools
+                body["tool_choice"] = json.loads(params.tools.tool_choice_json)
+                if params.tools.parallel is not None:
+                    body["parallel_tool_calls"] = params.tools.parallel
+            if params.logprobs:
+                body["logprobs"] = True
+                if params.top_logprobs:
+                    body["top_logprobs"] = params.top_logprobs
             return "/chat/completions", body
         body["prompt"] = prompt
+        if params.logprobs:
+            body["logprobs"] = params.top_logprobs
         return "/completions", body
 
     def _open(self, upstream: Upstream, path: str, body: dict, *, chat: bool, deadline) -> "RemoteTextStream":
@@ -270,7 +287,8 @@ class RemoteEngine(Engine):
             logger.warning("Upstream %s of %s answered %r, not an event stream", upstream.label, self.model_id,
                            response.headers.get("content-type"))
             raise EngineError("The model's backend sent an invalid response.")
-        text_stream = RemoteTextStream(self, upstream, response, chat=chat, deadline=deadline)
+        text_stream = RemoteTextStream(self, upstream, response, chat=chat, deadline=deadline,
+                                       logprobs="logprobs" in body)
         text_stream.open()
         return text_stream
 
@@ -404,7 +422,8 @@ class RemoteTextStream:
     text received so far counted locally.
     """
 
-    def __init__(self, engine: RemoteEngine, upstream: Upstream, response: httpx.Response, *, chat: bool, deadline):
+    def __init__(self, engine: RemoteEngine, upstream: Upstream, response: httpx.Response, *, chat: bool, deadline,
+                 logprobs: bool = False):
         self.finish_reason: str | None = None
         self.prompt_tokens: int | None = None
         self.error_status: int | None = None
@@ -422,6 +441,10 @@ class RemoteTextStream:
         self._first: dict | None = None
         self._released = False
         self._cancelled = False
+        # The upstream's logprobs, placed in the text received (like a local TextStream's).
+        self.logprob_entries: list[LogprobEntry] | None = [] if logprobs else None
+        self.tool_calls: list[dict] = []  # the upstream's tool calls, their argument deltas joined
+        self._received_chars = 0
         self.on_release = None  # the engine's: frees the account's place at this model (inference.fair_queue)
 
     @property
@@ -504,9 +527,49 @@ class RemoteTextStream:
         if self._chat:
             delta = choice.get("delta") or {}
             text = delta.get("content") if isinstance(delta, dict) else None
+            if isinstance(delta, dict) and isinstance(delta.get("tool_calls"), list):
+                self._note_tool_calls(delta["tool_calls"])
         else:
             text = choice.get("text")
-        return text if isinstance(text, str) else ""
+        text = text if isinstance(text, str) else ""
+        if self.logprob_entries is not None:
+            self._note_logprobs(choice.get("logprobs"))
+        self._received_chars += len(text)
+        return text
+
+    def _note_tool_calls(self, deltas: list) -> None:
+        for delta in deltas:
+            if not isinstance(delta, dict) or not isinstance(delta.get("index", 0), int):
+                continue
+            index = delta.get("index", 0)
+            while len(self.tool_calls) <= index:
+                self.tool_calls.append({"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+            call, function = self.tool_calls[index], delta.get("function") or {}
+            if isinstance(delta.get("id"), str):
+                call["id"] = delta["id"]
+            if isinstance(function.get("name"), str):
+                call["function"]["name"] += function["name"]
+            if isinstance(function.get("arguments"), str):
+                call["function"]["arguments"] += function["arguments"]
+
+    def _note_logprobs(self, logprobs) -> None:
+        """Chat's ``{"content": [token logprobs]}`` or the legacy ``{"tokens", "token_logprobs", "top_logprobs"}``."""
+        if not isinstance(logprobs, dict):
+            return
+        items = logprobs.get("content")
+        if not isinstance(items, list) and isinstance(logprobs.get("tokens"), list):
+            tops = logprobs.get("top_logprobs") or []
+            items = [{"token": token, "logprob": value,
+                      "top_logprobs": [{"token": t, "logprob": v} for t, v in (top or {}).items()]
+                      if isinstance(top, dict) else []}
+                     for token, value, top in zip(logprobs["tokens"], logprobs.get("token_logprobs") or [],
+                                                  list(tops) + [None] * len(logprobs["tokens"]))]
+        start = self._received_chars
+        for item in items or []:
+            entry = from_openai(item, start=start) if isinstance(item, dict) else None
+            if entry is not None:
+                self.logprob_entries.append(entry)
+                start = entry.end
 
     def _read_events(self) -> Iterator[dict]:
         """The JSON payloads of the upstream's server-sent events, up to ``data: [DONE]``."""

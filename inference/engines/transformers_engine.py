@@ -7,7 +7,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from inference.engines.base import Engine, EngineBusy
+from inference.constrained import GrammarCompiler, GrammarError
+from inference.engines.base import Engine, EngineBusy, EngineError
 from inference.model_files import load_model_and_tokenizer, model_source_from_settings
 from inference.sampling import SamplingParams
 from inference.sampling_defaults import generation_config_defaults, model_card_defaults
@@ -32,6 +33,9 @@ class TransformersEngine(Engine):
         elif model.generation_config.eos_token_id:
             eos_ids.update(model.generation_config.eos_token_id)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.grammars = GrammarCompiler(tokenizer, vocab_size=self.vocab_size)
+        self._vocabulary_bytes: list[bytes] | None = None
         # Who joins the batch next: fair by account (issue 18), or first come first served.
         waiting = (FairQueue(max_batch_size, burst_rows=settings.SLUICE_FAIR_BURST_ROWS) if settings.SLUICE_FAIR_SHARING
                    else FcfsQueue(max_batch_size))
@@ -68,11 +72,25 @@ class TransformersEngine(Engine):
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
 
+    def token_bytes(self, token_id: int) -> bytes:
+        if self._vocabulary_bytes is None:
+            from inference.token_bytes import vocabulary_bytes
+
+            self._vocabulary_bytes = vocabulary_bytes(self.tokenizer, self.vocab_size)
+        return self._vocabulary_bytes[token_id] if 0 <= token_id < len(self._vocabulary_bytes) else b""
+
     def submit(self, prompt_ids: list[int], params: SamplingParams, *, deadline: float | None = None, share=None):
         from inference.scheduler import QueueFull
 
+        guide = None
+        if params.grammar is not None:
+            try:  # compiled here, in the request's thread (cached per schema), never on the scheduler's
+                guide = self.grammars.guide_for(params.grammar)
+            except GrammarError as error:
+                raise EngineError(f"The schema cannot be enforced: {error}", status_code=400,
+                                  code="invalid_value") from None
         try:
-            return self.scheduler.submit(prompt_ids, params, deadline=deadline, share=share)
+            return self.scheduler.submit(prompt_ids, params, deadline=deadline, share=share, guide=guide)
         except QueueFull as full:
             raise EngineBusy(str(full)) from None
 
