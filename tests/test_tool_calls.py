@@ -133,3 +133,13 @@ def test_the_parser_holds_back_what_could_be_the_start_of_a_call():
 ])
 def test_bad_tools_are_a_400_and_cost_nothing(api, fake_engine, metered, extra, param, stream):
     assert_refused_and_free(api.post(CHAT, chat(stream=stream, **extra)), fake_engine, param=param)
+
+
+def test_the_clients_own_reply_message_can_be_sent_back_with_the_tools_result(openai_client, fake_engine):
+    fake_engine.replies.extend(['{"name": "get_weather", "arguments": {"city": "Paris", "unit": "c"}}', "18 degrees."])
+    reply = ask(openai_client, tool_choice="required")
+    call = reply.choices[0].message.tool_calls[0]
+    messages = QUESTION + [reply.choices[0].message, {"role": "tool", "tool_call_id": call.id, "content": "18"}]
+    answer = openai_client.chat.completions.create(model=MODEL, messages=messages, tools=[WEATHER])
+    assert answer.choices[0].message.content == "18 degrees."
+    assert '"city": "Paris"' in prompt_of(fake_engine, 1) and "<tool_response>\n18\n" in prompt_of(fake_engine, 1)
