@@ -49,10 +49,12 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def stream_chat(url: str, key: str, question: str, tokens: int) -> dict:
+def stream_chat(url: str, key: str, question: str, tokens: int, record: dict | None = None) -> dict:
+    """One streamed chat; ``record`` (filled in as it goes) lets the caller read a request that has not ended."""
     body = {"model": MODEL, "messages": [{"role": "user", "content": question}], "max_tokens": tokens,
             "ignore_eos": True, "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
-    started = time.perf_counter()
+    record = {} if record is None else record
+    started = record["started"] = time.perf_counter()
     first = None
     usage = None
     status = None
@@ -68,13 +70,14 @@ def stream_chat(url: str, key: str, question: str, tokens: int) -> dict:
                     if chunk.get("usage"):
                         usage = chunk["usage"]
                     if first is None and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
-                        first = time.perf_counter()
+                        first = record["first"] = time.perf_counter()
             else:
                 response.read()
     except httpx.HTTPError as error:
         status = type(error).__name__
-    return {"status": status, "started": started, "first": first, "ended": time.perf_counter(),
-            "tokens": usage["completion_tokens"] if usage else 0}
+    record.update({"status": status, "started": started, "first": first, "ended": time.perf_counter(),
+                   "tokens": usage["completion_tokens"] if usage else 0})
+    return record
 
 
 def decoded_tokens(url: str) -> dict[str, float]:
@@ -110,28 +113,39 @@ class HeavyAccount:
         return self
 
     def finish(self) -> None:
+        """No new streams; those still open end when the server stops (their threads are daemons)."""
         self.stop.set()
-        for thread in self.threads:
-            thread.join()
 
 
-def light_account(url: str, key: str, *, tokens: int, interval: float, seconds: float) -> list[dict]:
+def light_account(url: str, key: str, *, tokens: int, interval: float, seconds: float, drain: float) -> list[dict]:
     """One streaming request every ``interval`` seconds for ``seconds`` seconds, each in its own thread (a
-    request that waits does not delay the next one); returns when all have ended."""
-    results: list[dict] = []
+    request that waits does not delay the next one); returns when all have ended, or ``drain`` seconds after
+    the last was sent: one still without its first text then counts as waiting since it was sent (``censored``:
+    its time to first token is at least that)."""
+    records: list[dict] = []
     threads = []
     begin = time.perf_counter()
     n = 0
     while time.perf_counter() - begin < seconds:
-        question = QUESTIONS[n % len(QUESTIONS)]
-        thread = threading.Thread(target=lambda q=question: results.append(stream_chat(url, key, q, tokens)))
+        record: dict = {}
+        records.append(record)
+        thread = threading.Thread(target=stream_chat, args=(url, key, QUESTIONS[n % len(QUESTIONS)], tokens, record),
+                                  daemon=True)
         thread.start()
         threads.append(thread)
         n += 1
         time.sleep(max(0.0, begin + n * interval - time.perf_counter()))
+    give_up = time.perf_counter() + drain
     for thread in threads:
-        thread.join()
-    return results
+        thread.join(max(0.0, give_up - time.perf_counter()))
+    now = time.perf_counter()
+    for record in records:
+        if "ended" not in record:  # still streaming, or still waiting for its first text
+            record.update(status=200, censored=record.get("first") is None, ended=now, tokens=0)
+            record.setdefault("first", None)
+            if record["first"] is None:
+                record["first"] = now
+    return records
 
 
 def start_server(folder: Path, name: str, fair: bool) -> tuple[Server, dict[str, str], dict[str, str]]:
@@ -146,7 +160,8 @@ def start_server(folder: Path, name: str, fair: bool) -> tuple[Server, dict[str,
     for account in ("heavy", "light"):
         ids[account] = manage(env, "shell", "-c", (
             "from accounts.models import Account; a, _ = Account.objects.get_or_create(name='%s', defaults="
-            "{'requests_per_minute': 100000, 'tokens_per_minute': 100000000}); print(a.pk)") % account).strip()
+            "{'requests_per_minute': 100000, 'tokens_per_minute': 100000000}); print(a.pk)") % account
+        ).strip().splitlines()[-1]  # the shell may print other lines first
         keys[account] = manage(env, "create_api_key", "--account", account).strip().splitlines()[-1]
     server = Server(env, log_path=folder / f"{name}.log").start(timeout=600)
     return server, keys, ids
@@ -163,7 +178,8 @@ def run_mode(folder: Path, mode: str, args) -> dict:
         print(f"[{mode}] {uptime()}", flush=True)
         results: list[dict] = []
         sending = threading.Thread(target=lambda: results.extend(light_account(
-            server.url, keys["light"], tokens=args.b_tokens, interval=args.b_interval, seconds=args.seconds)))
+            server.url, keys["light"], tokens=args.b_tokens, interval=args.b_interval, seconds=args.seconds,
+            drain=args.drain)))
         before, began = decoded_tokens(server.url), time.perf_counter()
         sending.start()
         time.sleep(max(0.0, began + args.seconds - time.perf_counter()))
@@ -176,10 +192,12 @@ def run_mode(folder: Path, mode: str, args) -> dict:
         server.stop()
     served = [r for r in results if r["status"] == 200 and r["first"] is not None]
     ttft = [r["first"] - r["started"] for r in served]
+    censored = sum(1 for r in served if r.get("censored"))
     speeds = [(r["tokens"] - 1) / (r["ended"] - r["first"]) for r in served if r["ended"] > r["first"] and r["tokens"] > 1]
     decoded = {account: after.get(ids[account], 0.0) - before.get(ids[account], 0.0) for account in ids}
+    print(f"[{mode}] accounts {ids}; decoded tokens by account id before/after the window: {before} / {after}")
     figures = {
-        "b_requests": len(results), "b_served": len(served),
+        "b_requests": len(results), "b_served": len(served) - censored, "b_censored": censored,
         "b_refused": sorted({str(r["status"]) for r in results if r["status"] != 200}),
         "ttft_p50": percentile(ttft, 0.5), "ttft_p95": percentile(ttft, 0.95), "ttft_max": max(ttft, default=float("nan")),
         "b_tokens_per_s": statistics.median(speeds) if speeds else float("nan"),
@@ -187,6 +205,7 @@ def run_mode(folder: Path, mode: str, args) -> dict:
         "b_share": decoded["light"] / max(1.0, sum(decoded.values())),
     }
     print(f"[{mode}] B: {figures['b_served']}/{figures['b_requests']} served{' refused ' + ','.join(figures['b_refused']) if figures['b_refused'] else ''}, "
+          f"{f' ({censored} still waiting at the end: their TTFT counted as the time waited, a lower bound)' if censored else ''}, "
           f"TTFT p50/p95/max {figures['ttft_p50']:.2f}/{figures['ttft_p95']:.2f}/{figures['ttft_max']:.2f} s, "
           f"{figures['b_tokens_per_s']:.1f} tokens/s per request (median); engine {figures['total_tokens_per_s']:.1f} "
           f"tokens/s in the {window:.0f} s window (A {figures['a_tokens_per_s']:.1f}, B's share {figures['b_share']:.1%})",
@@ -203,6 +222,8 @@ def main() -> None:
     parser.add_argument("--a-streams", type=int, default=48)
     parser.add_argument("--a-tokens", type=int, default=256)
     parser.add_argument("--settle", type=float, default=8.0, help="seconds A runs alone before B starts")
+    parser.add_argument("--drain", type=float, default=120.0,
+                        help="seconds to wait for B's last requests after it stops sending (then: lower bounds)")
     args = parser.parse_args()
     print(f"start: {uptime()}", flush=True)
     folder = Path(tempfile.mkdtemp(prefix="sluice-fair-bench-"))
@@ -216,8 +237,8 @@ def main() -> None:
               f"{f['b_served']:5d}/{f['b_requests']:<4d} {f['total_tokens_per_s']:12.1f} {f['b_share']:8.1%}")
     if "fair" in table and "fcfs" in table:
         fair, fcfs = table["fair"], table["fcfs"]
-        print(f"fair / fcfs: B TTFT p95 {fair['ttft_p95'] / fcfs['ttft_p95']:.3f}x, engine tokens/s "
-              f"{fair['total_tokens_per_s'] / fcfs['total_tokens_per_s']:.3f}x")
+        ratio = fair["total_tokens_per_s"] / fcfs["total_tokens_per_s"] if fcfs["total_tokens_per_s"] else float("nan")
+        print(f"fair / fcfs: B TTFT p95 {fair['ttft_p95'] / fcfs['ttft_p95']:.3f}x, engine tokens/s {ratio:.3f}x")
     print(f"end: {uptime()}", flush=True)
 
 

@@ -12,10 +12,11 @@ The policy (``FairQueue``):
   weights. Ties go to the account with the least weighted service so far (its virtual time: tokens decoded
   / weight, WFQ over tokens); an account coming back from idle starts at the least virtual time among the
   active ones, so it banks no credit from being away.
-- An account with nothing running whose request waits may join even when the batch is full: the batch grows
-  by a row for it, up to ``burst_rows`` rows over ``max_batch_size`` (no preemption; the rows over the size
-  close as running rows finish, because no one else is admitted until the batch is under its size again).
-  So an idle account's first request joins at the next step, whatever the others hold.
+- An account with nothing running, or fewer rows than its weighted share of ``max_batch_size``, whose request
+  waits may join even when the batch is full: the batch grows by a row for it, up to ``burst_rows`` rows over
+  ``max_batch_size`` (no preemption; the rows over the size close as running rows finish, because no one
+  else is admitted until the batch is under its size again). So an idle account's first request joins at the
+  next step, whatever the others hold, and one below its share need not wait for theirs to finish.
 - Per-account limits: at most ``max_running`` rows decoding (the rest wait) and ``max_queued`` requests
   waiting; past those, ``push`` raises ``AccountLimitExceeded`` (the API's 429).
 - Within an account, interactive work goes before batch work (``service_tier: "flex"``), except that a batch
@@ -60,6 +61,8 @@ class Share:
             raise ValueError("weight must be positive")
         if self.tier not in TIERS:
             raise ValueError(f"tier must be one of {TIERS}")
+        if any(limit is not None and limit < 1 for limit in (self.max_running, self.max_queued)):
+            raise ValueError("max_running and max_queued must be at least 1 (or None)")
 
 
 NO_SHARE = Share()
@@ -229,6 +232,9 @@ class FairQueue(_Accounting):
         full = rows >= self.max_batch_size
         if rows >= self.max_rows:
             return None
+        if full:  # over the batch size only for an account below its weighted share of it (or with nothing)
+            active = [a for a in self._accounts.values() if a.queued or running.get(a.key)]
+            total_weight = sum(a.weight for a in active) or 1.0
         best, best_key = None, None
         for account in self._accounts.values():
             if not account.queued:
@@ -236,7 +242,7 @@ class FairQueue(_Accounting):
             held = running.get(account.key, 0)
             if account.max_running is not None and held >= account.max_running:
                 continue
-            if full and held:  # over the batch size only for an account with nothing running
+            if full and held and held >= self.max_batch_size * account.weight / total_weight:
                 continue
             head = self._head(account)
             key = ((held + 1) / account.weight, account.vtime, self._where[head][2])

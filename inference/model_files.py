@@ -50,22 +50,46 @@ def model_source_from_settings(path: str, gguf_file: str) -> ModelSource:
     return ModelSource(path=path, gguf_file=gguf_file or None)
 
 
-def load_model_and_tokenizer(source: ModelSource, *, dtype, cache_dir: Path):
-    """Load (model, tokenizer). A GGUF source is converted once into ``cache_dir`` and loaded from there."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_model_and_tokenizer(source: ModelSource, *, dtype, cache_dir: Path, weight_format: str = "transformers"):
+    """Load (model, tokenizer). A GGUF source is converted once into ``cache_dir`` and loaded from there.
+
+    ``weight_format`` other than "transformers" gives the lean forward pass over weights packed in that format
+    (``inference.fast_llama``; packed once into ``cache_dir``), for the architectures it supports; any other
+    model is transformers' own in ``dtype``."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if source.gguf_file:
         converted = cache_dir / source.cache_name
         if not (converted / "config.json").exists():
             _convert_gguf(source, converted)
-        folder, extra = str(converted), {}
+        folder = str(converted)
     else:
-        folder, extra = source.path, {}
+        folder = source.path
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if weight_format != "transformers":
+        from inference import fast_llama
+
+        config = AutoConfig.from_pretrained(folder)
+        if fast_llama.supports(config):
+            logger.info("Loading model from %s (%s weights, lean forward)", folder, weight_format)
+            packed = fast_llama.packed_path(cache_dir / source.cache_name, weight_format)
+            model = fast_llama.load_or_pack(folder, packed, weight_format, config, _generation_config(folder, config))
+            return model.eval(), tokenizer
+        logger.warning("%s is a %s model, which the lean forward does not run: loading it with transformers (%s)",
+                       folder, config.model_type, dtype)
     logger.info("Loading model from %s (%s)", folder, dtype)
-    tokenizer = AutoTokenizer.from_pretrained(folder, **extra)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **extra)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     model.eval()
     return model, tokenizer
+
+
+def _generation_config(folder: str, config):
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(folder)
+    except OSError:  # the folder has none: what transformers derives from the model's config
+        return GenerationConfig.from_model_config(config)
 
 
 def _convert_gguf(source: ModelSource, target: Path) -> None:

@@ -118,6 +118,19 @@ def test_a_newly_active_account_joins_within_two_steps_even_when_the_batch_is_fu
     assert len(batch.running) <= 20
 
 
+def test_an_account_below_its_share_of_a_full_batch_takes_the_extra_rows_and_no_more():
+    batch = SimulatedBatch(FairQueue(16, burst_rows=4))
+    for _ in range(48):
+        batch.submit(Share("a"), 256)
+    for _ in range(10):
+        batch.step()
+    light = [batch.submit(Share("b"), 64) for _ in range(6)]  # b's share is 8 rows; 4 extra rows exist
+    batch.step()
+    batch.step()
+    assert sum(r.admitted is not None for r in light) == 4 and len(batch.running) == 20
+    assert all(r.admitted is None for r in light[4:])  # the rest wait for rows a gives up
+
+
 def test_the_batch_shrinks_back_to_its_size_after_newcomers_joined_over_it():
     batch = SimulatedBatch(FairQueue(4, burst_rows=2))
     for _ in range(12):

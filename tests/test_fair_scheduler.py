@@ -213,6 +213,9 @@ def test_metrics_and_the_dashboard_show_each_accounts_running_queued_and_share(c
     assert f"sluice_engine_account_queued{{{labels}}} 1.0" in body
     share = next(line for line in body.splitlines() if line.startswith(f"sluice_engine_account_share{{{labels}}}"))
     assert float(share.split()[-1]) > 0.99  # alone on the engine
+    decoded = next(line for line in body.splitlines()
+                   if line.startswith(f"sluice_engine_account_decoded_tokens_total{{{labels}}}"))
+    assert float(decoded.split()[-1]) >= 70
 
     page = admin_client.get("/admin/")
     rows = page.context["dashboard"]["sharing"]

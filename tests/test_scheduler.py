@@ -2,7 +2,7 @@
 
 Most tests drive a tiny randomly initialised Llama (milliseconds per step, float64 so batched and lone runs
 agree exactly). The tests marked `model` use the packaged SmolLM2 model (the session's `real_model_engine`,
-loaded once) and compare in float32, as the platform runs it.
+loaded once) in the weight format the platform serves (SLUICE_WEIGHT_FORMAT; its activations are float32).
 """
 
 from __future__ import annotations
@@ -256,7 +256,7 @@ def test_close_cancels_what_is_left(tiny_model):
 def smollm(real_model_engine):
     """The packaged model and tokenizer, shared with the rest of the session (loaded once)."""
     if real_model_engine.model.dtype != torch.float32:
-        pytest.skip("the scheduler's model tests compare in float32")
+        pytest.skip("the scheduler's model tests compare float32 activations")
     return real_model_engine.tokenizer, real_model_engine.model
 
 

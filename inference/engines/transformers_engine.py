@@ -50,7 +50,8 @@ class TransformersEngine(Engine):
 
         source = model_source_from_settings(settings.SLUICE_MODEL_PATH, settings.SLUICE_MODEL_GGUF_FILE)
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[settings.SLUICE_MODEL_DTYPE]
-        model, tokenizer = load_model_and_tokenizer(source, dtype=dtype, cache_dir=settings.SLUICE_MODEL_CACHE_DIR)
+        model, tokenizer = load_model_and_tokenizer(source, dtype=dtype, cache_dir=settings.SLUICE_MODEL_CACHE_DIR,
+                                                    weight_format=settings.SLUICE_WEIGHT_FORMAT)
         return cls(
             model=model,
             tokenizer=tokenizer,

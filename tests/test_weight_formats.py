@@ -1,0 +1,120 @@
+"""Weight formats and the lean forward pass: the same function as transformers' model, packed smaller.
+
+The tiny-model tests run on a randomly initialised Llama (milliseconds); the `model` test checks the served
+format of the packaged model against float32 on a slice of the quality check (inference/weight_quality.py;
+the benchmark prints the full 20 prompts)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from inference.fast_llama import FastLlama, load_or_pack, packed_path
+from inference.weight_formats import WEIGHT_FORMATS, BlockInt8Embedding, pack_linear
+
+# How far each format's logits may move from float32's on the tiny model (random weights, logits ~1).
+TOLERANCE = {"float32": 1e-5, "float16": 0.02, "bfloat16": 0.1, "int8": 0.1, "int4": 0.3}
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         tie_word_embeddings=True)
+    config._attn_implementation = "sdpa"
+    return LlamaForCausalLM(config).eval()
+
+
+def prompt(length: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(1, 96, (1, length), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("weight_format", WEIGHT_FORMATS)
+def test_the_lean_forward_computes_what_transformers_computes(tiny_llama, weight_format):
+    ids = prompt(12)
+    with torch.inference_mode():
+        expected = tiny_llama(input_ids=ids).logits
+        got = FastLlama.from_transformers(tiny_llama, weight_format)(input_ids=ids).logits
+    assert got.dtype == torch.float32
+    assert (got - expected).abs().max().item() < TOLERANCE[weight_format]
+
+
+def test_decoding_on_its_cache_gives_the_logits_of_the_whole_prompt(tiny_llama):
+    fast = FastLlama.from_transformers(tiny_llama, "float32")
+    ids = prompt(10)
+    with torch.inference_mode():
+        whole = fast(input_ids=ids).logits[0, -1]
+        first = fast(input_ids=ids[:, :-1])
+        step = fast(input_ids=ids[:, -1:], past_key_values=first.past_key_values, position_ids=torch.tensor([[9]]))
+    assert torch.allclose(step.logits[0, -1], whole, atol=1e-5)
+
+
+@pytest.mark.parametrize("weight_format", WEIGHT_FORMATS)
+def test_a_saved_packed_model_loads_back_the_same(tiny_llama, weight_format, tmp_path):
+    packed = FastLlama.from_transformers(tiny_llama, weight_format)
+    path = packed_path(tmp_path, weight_format)
+    packed.save(path)
+    loaded = FastLlama.load(path, tiny_llama.config, tiny_llama.generation_config)
+    ids = prompt(8)
+    with torch.inference_mode():
+        assert torch.equal(loaded(input_ids=ids).logits, packed(input_ids=ids).logits)
+    assert not list(tmp_path.glob(".*")), "no staging file left behind"
+
+
+def test_a_missing_packed_file_is_made_once_from_the_model_folder(tiny_llama, tmp_path):
+    tiny_llama.save_pretrained(tmp_path / "model")
+    path = packed_path(tmp_path / "cache", "int8")
+    first = load_or_pack(str(tmp_path / "model"), path, "int8", tiny_llama.config, tiny_llama.generation_config)
+    written = path.stat().st_mtime_ns
+    again = load_or_pack(str(tmp_path / "model"), path, "int8", tiny_llama.config, tiny_llama.generation_config)
+    assert path.stat().st_mtime_ns == written
+    ids = prompt(6)
+    with torch.inference_mode():
+        assert torch.equal(first(input_ids=ids).logits, again(input_ids=ids).logits)
+
+
+def test_int4_gives_back_a_matrix_stored_as_q4_1_blocks():
+    # Q4_1: w = d * q + m per block of 32, q in 0..15 (both ends used, as its quantizer leaves them).
+    generator = torch.Generator().manual_seed(3)
+    q = torch.randint(0, 16, (64, 4, 32), generator=generator)
+    q[..., 0], q[..., 1] = 0, 15
+    d = torch.rand(64, 4, 1, generator=generator) * 0.01 + 0.001
+    m = -torch.rand(64, 4, 1, generator=generator) * 0.05
+    weight = (d * q + m).view(64, 128)
+    matrix = pack_linear(weight, "int4")
+    recovered = matrix(torch.eye(128)).T  # I @ W.T, transposed: W as the kernel sees it
+    # only the per-block scale and offset are rounded (to bfloat16, 8 significant bits)
+    assert (recovered - weight).abs().max().item() < 0.01 * weight.abs().max().item()
+
+
+def test_a_q8_0_embedding_table_comes_back_exactly():
+    generator = torch.Generator().manual_seed(4)
+    q = torch.randint(-127, 128, (10, 2, 32), generator=generator)
+    q[..., 0] = 127
+    scales = (torch.rand(10, 2, 1, generator=generator) * 0.01).half().float()
+    table = (q * scales).view(10, 64)
+    embed = BlockInt8Embedding.quantize(table)
+    ids = torch.tensor([[3, 7, 0]])
+    assert torch.allclose(embed(ids), table[ids], rtol=1e-6, atol=0)
+
+
+def test_an_unknown_format_is_refused():
+    with pytest.raises(ValueError, match="unknown weight format"):
+        pack_linear(torch.zeros(4, 32), "int3")
+
+
+@pytest.mark.model
+def test_the_served_format_keeps_float32s_greedy_answers_and_likelihood(real_model_engine):
+    from django.conf import settings
+
+    from inference.model_files import load_model_and_tokenizer, model_source_from_settings
+    from inference.weight_quality import compare
+
+    source = model_source_from_settings(settings.SLUICE_MODEL_PATH, settings.SLUICE_MODEL_GGUF_FILE)
+    reference, _ = load_model_and_tokenizer(source, dtype=torch.float32, cache_dir=settings.SLUICE_MODEL_CACHE_DIR)
+    report = compare(reference, real_model_engine.model, real_model_engine.tokenizer, prompts=6)
+    assert report.passes, report.summary()
+    assert report.agreeing == report.prompts, report.summary()  # the slice's 6 of 6 (the full bar: 18 of 20)
