@@ -40,7 +40,9 @@ class GrammarError(ValueError):
 def _grammar_text(spec: GrammarSpec) -> str:
     import llguidance
 
-    schema = {"type": "object"} if spec.kind == JSON_OBJECT else json.loads(spec.schema)
+    # The schema goes in as JSON text: given a dict, llguidance refuses integers beyond 64 bits
+    # ("Value is not JSON serializable"), which a JSON schema may hold and the schema fuzz sends.
+    schema = '{"type": "object"}' if spec.kind == JSON_OBJECT else spec.schema
     try:
         grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=JSON_OPTIONS)
     except ValueError as error:

@@ -172,6 +172,35 @@ def _tool_choice_names_a_tool(case) -> None:
         choice["function"]["name"] = next(iter(seen))
 
 
+def _schemas_can_be_enforced(case) -> None:
+    """What the schema says of a tool's ``parameters`` and a ``json_schema``'s ``schema`` in prose only: a JSON
+    Schema the grammar library can enforce (an arbitrary object, say with a 70-bit integer bound, is a 400 that
+    names the field). Valid cases only: an unenforceable one gets the plainest schema, ``{"type": "object"}``."""
+    from inference.constrained import GrammarError, grammar_check
+    from inference.grammar_spec import GrammarSpec
+
+    body = case.body
+    if not (isinstance(body, dict) and case.path == "/v1/chat/completions" and case.meta
+            and case.meta.generation.mode.is_positive):
+        return
+
+    def enforceable(schema) -> bool:
+        try:
+            grammar_check(GrammarSpec.for_schema(schema))
+        except (GrammarError, TypeError, ValueError):
+            return False
+        return True
+
+    for tool in body.get("tools") or []:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("parameters"), dict) and not enforceable(function["parameters"]):
+            function["parameters"] = {"type": "object"}
+    response_format = body.get("response_format")
+    spec = response_format.get("json_schema") if isinstance(response_format, dict) else None
+    if isinstance(spec, dict) and isinstance(spec.get("schema"), dict) and not enforceable(spec["schema"]):
+        spec["schema"] = {"type": "object"}
+
+
 def _valid_ids_name_real_objects(case) -> None:
     """Valid cases of the detail operations act on a key or model that exists (random ids are only 404s);
     invalid cases keep theirs."""
@@ -189,6 +218,7 @@ def test_the_api_answers_as_its_schema_says(case, fuzz_key):
         _min_tokens_within_max_tokens(case)
         _top_logprobs_with_logprobs(case)
         _tool_choice_names_a_tool(case)
+        _schemas_can_be_enforced(case)
     _valid_ids_name_real_objects(case)
     case.call_and_validate()
 
