@@ -8,6 +8,7 @@ data refused, valid data served, auth ignored). Run alone: ``python -m pytest -m
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import date, timedelta
 
@@ -147,6 +148,37 @@ def _top_logprobs_with_logprobs(case) -> None:
         body["logprobs"] = True
 
 
+def _tools_fit_the_context(case) -> None:
+    """What the schema says of ``tools`` and earlier tool calls in prose only: written into the prompt, they must
+    leave it within the model's context window (past it, a 400 ``context_length_exceeded``). Valid cases only:
+    at most 8 tools, plain parameters and short descriptions when their JSON is long, short call arguments and,\n    when the messages are long, short contents."""
+    body = case.body
+    if not (isinstance(body, dict) and case.path == "/v1/chat/completions" and case.meta
+            and case.meta.generation.mode.is_positive):
+        return
+    for message in body.get("messages") or []:
+        for call in (message.get("tool_calls") or []) if isinstance(message, dict) else []:
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("arguments"), str) and len(function["arguments"]) > 256:
+                function["arguments"] = "{}"
+    messages = body.get("messages")
+    if isinstance(messages, list) and len(json.dumps(messages, ensure_ascii=False)) > 2048:
+        for message in messages:
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                message["content"] = message["content"][:256]
+    tools = body.get("tools")
+    if not isinstance(tools, list):
+        return
+    body["tools"] = tools = tools[:8]
+    if len(json.dumps(tools, ensure_ascii=False)) > 1024:
+        for tool in tools:
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if isinstance(function, dict):
+                function["parameters"] = {"type": "object"}
+                if isinstance(function.get("description"), str):
+                    function["description"] = function["description"][:64]
+
+
 def _tool_choice_names_a_tool(case) -> None:
     """What the schema says of ``tools`` and ``tool_choice`` in prose only: tool names are unique, and a
     tool_choice other than none needs tools, one of them named when it names a function. Valid cases only."""
@@ -217,6 +249,7 @@ def test_the_api_answers_as_its_schema_says(case, fuzz_key):
     if case.path in ("/v1/chat/completions", "/v1/completions"):
         _min_tokens_within_max_tokens(case)
         _top_logprobs_with_logprobs(case)
+        _tools_fit_the_context(case)
         _tool_choice_names_a_tool(case)
         _schemas_can_be_enforced(case)
     _valid_ids_name_real_objects(case)
