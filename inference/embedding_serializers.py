@@ -8,7 +8,7 @@ from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from inference.embedding_model import DIMENSIONS
-from inference.serializers import TaskTextField
+from inference.serializers import text_items_check
 from platform.errors import ApiError
 from platform.strict_types import StrictJSONTypes
 
@@ -54,15 +54,7 @@ class EmbeddingRequestSerializer(StrictJSONTypes, serializers.Serializer):
         limit = settings.SLUICE_EMBEDDING_MAX_INPUTS
         if len(items) > limit:
             raise serializers.ValidationError(f"At most {limit} items per request.")
-        field = TaskTextField()
-        for index, item in enumerate(items):
-            if not isinstance(item, str):
-                raise serializers.ValidationError(f"Item {index} must be a string.")
-            try:
-                field.run_validation(item)
-            except serializers.ValidationError:
-                raise serializers.ValidationError(f"Item {index} is empty.") from None
-        return items
+        return text_items_check(items)
 
     def validate_dimensions(self, value):
         if value is not None and value != DIMENSIONS:

@@ -353,6 +353,19 @@ def _check_item_count(items: list) -> list:
     return items
 
 
+def text_items_check(items: list) -> list:
+    """Each item of a list input is a non-blank string (as ``TaskTextField`` checks one); the error names the item."""
+    field = TaskTextField()
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise serializers.ValidationError(f"Item {index} must be a string.")
+        try:
+            field.run_validation(item)
+        except serializers.ValidationError:
+            raise serializers.ValidationError(f"Item {index} is empty.") from None
+    return items
+
+
 @extend_schema_serializer(component_name="Sentiment")  # its request component: SentimentRequest
 class SentimentRequestSerializer(StrictJSONTypes, serializers.Serializer):
     """``input``: a string or a list of strings."""
@@ -365,15 +378,7 @@ class SentimentRequestSerializer(StrictJSONTypes, serializers.Serializer):
         if not isinstance(items, list):
             raise serializers.ValidationError("Must be a string or a list of strings.")
         _check_item_count(items)
-        field = TaskTextField()
-        for index, item in enumerate(items):
-            if not isinstance(item, str):
-                raise serializers.ValidationError(f"Item {index} must be a string.")
-            try:
-                field.run_validation(item)
-            except serializers.ValidationError:
-                raise serializers.ValidationError(f"Item {index} is empty.") from None
-        return items
+        return text_items_check(items)
 
 
 class QuestionContextSerializer(StrictJSONTypes, serializers.Serializer):
