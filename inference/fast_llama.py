@@ -31,7 +31,8 @@ from torch import nn
 
 from safetensors.torch import save_file
 
-from inference.weight_formats import LM_HEAD_FORMATS, BlockInt8Embedding, PackedLinear, linear_from_state, pack_linear
+from inference.weight_formats import (LM_HEAD_FORMATS, BlockInt8Embedding, PackedLinear, Q80Linear, linear_from_state,
+                                      pack_linear)
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,10 @@ class FastLlama(nn.Module):
         theta = config.rope_parameters["rope_theta"]
         inv_freq = 1.0 / (theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float) / self.head_dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        from inference import kernels
+
+        # RMS norm and a decode step's attention on Sluice's kernels where they run (any weight format).
+        self.small_kernels = kernels.available()
 
     @property
     def dtype(self) -> torch.dtype:
@@ -114,6 +119,8 @@ class FastLlama(nn.Module):
                 embed = _Float32Embedding(lm_head.weight)  # tied: one table for both
             elif weight_format == "float32":
                 embed = _Float32Embedding(table.to(torch.float32).contiguous())
+            elif isinstance(lm_head, Q80Linear) and head.data_ptr() == table.data_ptr():
+                embed = _TiedQ80Embedding(lm_head)  # tied: the LM head's blocks are looked up too
             else:
                 embed = BlockInt8Embedding.quantize(table)
             return cls(config, model.generation_config, layers, embed, lm_head,
@@ -134,7 +141,9 @@ class FastLlama(nn.Module):
         formats["lm_head"] = self.lm_head.format
         for key, value in self.lm_head.state().items():
             tensors[f"lm_head.{key}"] = value
-        if isinstance(self.embed, BlockInt8Embedding):
+        if isinstance(self.embed, _TiedQ80Embedding):
+            formats["embed"] = "tied_q8_0"
+        elif isinstance(self.embed, BlockInt8Embedding):
             formats["embed"] = "block_int8"
             tensors["embed.qweight"], tensors["embed.scales"] = self.embed.qweight, self.embed.scales
         else:
@@ -176,6 +185,8 @@ class FastLlama(nn.Module):
         lm_head = matrix("lm_head")
         if formats["embed"] == "block_int8":
             embed = BlockInt8Embedding(stream.get("embed.qweight"), stream.get("embed.scales"))
+        elif formats["embed"] == "tied_q8_0":
+            embed = _TiedQ80Embedding(lm_head)
         elif formats["embed"] == "tied":
             embed = _Float32Embedding(lm_head.weight)
         else:
@@ -203,7 +214,13 @@ class FastLlama(nn.Module):
         causal = attention_mask is None and length > 1
         decoding = length == 1
         hidden = self.embed(input_ids)
-        rms_norm = torch.nn.functional.rms_norm
+        if self.small_kernels:  # Sluice's own (inference/kernels): the same function, a fraction of the overhead
+            def rms_norm(x, _shape, weight, eps):
+                return torch.ops.sluice.rms_norm(x, weight, eps)
+        else:
+            rms_norm = torch.nn.functional.rms_norm
+        one_query_kernel = (self.small_kernels and decoding
+                            and (attention_mask is None or attention_mask.dtype == torch.bool))
         attend = torch.nn.functional.scaled_dot_product_attention
         for index, layer in enumerate(self.layers):
             x = rms_norm(hidden, (hidden.shape[-1],), layer.input_norm, self.eps)
@@ -214,8 +231,12 @@ class FastLlama(nn.Module):
             if not decoding:
                 key, value = key.contiguous(), value.contiguous()
             key, value = past_key_values.update(key, value, index)
-            attended = attend(query, key, value, attn_mask=attention_mask, is_causal=causal, enable_gqa=True)
-            hidden = hidden + layer.o(attended.transpose(1, 2).reshape(batch, length, heads * head_dim))
+            if one_query_kernel:
+                attended = torch.ops.sluice.decode_attention(query, key, value, attention_mask)
+            else:
+                attended = attend(query, key, value, attn_mask=attention_mask, is_causal=causal, enable_gqa=True)
+                attended = attended.transpose(1, 2).reshape(batch, length, heads * head_dim)
+            hidden = hidden + layer.o(attended)
             x = rms_norm(hidden, (hidden.shape[-1],), layer.post_norm, self.eps)
             gate, up = layer.gate_up(x).chunk(2, dim=-1)
             hidden = hidden + layer.down(torch.nn.functional.silu(gate) * up)
@@ -259,6 +280,17 @@ class _Float32Embedding(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.embedding(ids, self.weight)
+
+
+class _TiedQ80Embedding(nn.Module):
+    """The input embedding read from the tied LM head's Q8_0 blocks (the table is held once)."""
+
+    def __init__(self, lm_head: Q80Linear) -> None:
+        super().__init__()
+        self.lm_head = [lm_head]  # a list, so the head is not registered (nor saved) twice
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.lm_head[0].embed(ids)
 
 
 def packed_path(folder: Path, weight_format: str) -> Path:

@@ -66,6 +66,7 @@ def load_model_and_tokenizer(source: ModelSource, *, dtype, cache_dir: Path, wei
     else:
         folder = source.path
     tokenizer = AutoTokenizer.from_pretrained(folder)
+    weight_format = resolve_weight_format(weight_format, source, cache_dir)
     if weight_format != "transformers":
         from inference import fast_llama
 
@@ -81,6 +82,31 @@ def load_model_and_tokenizer(source: ModelSource, *, dtype, cache_dir: Path, wei
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     model.eval()
     return model, tokenizer
+
+
+def resolve_weight_format(requested: str, source: ModelSource, cache_dir: Path) -> str:
+    """The weight format "auto" stands for: q4_1 where the model is a GGUF whose matrices are all Q4_1 blocks
+    (they go back to those blocks exactly) and this CPU runs the kernels for it, float16 otherwise. A named
+    format is itself."""
+    if requested != "auto":
+        return requested
+    from inference import kernels
+
+    if source.gguf_file and kernels.available():
+        from inference import fast_llama
+
+        if fast_llama.packed_path(cache_dir / source.cache_name, "q4_1").exists() or gguf_matrix_types(source) == {"Q4_1"}:
+            return "q4_1"
+    return "float16"
+
+
+def gguf_matrix_types(source: ModelSource) -> set[str]:
+    """The block types of a GGUF's weight matrices, the token embedding aside (e.g. {"Q4_1"})."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(Path(source.path) / source.gguf_file))
+    return {tensor.tensor_type.name for tensor in reader.tensors
+            if len(tensor.shape) == 2 and not tensor.name.startswith("token_embd")}
 
 
 def _generation_config(folder: str, config):

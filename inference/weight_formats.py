@@ -6,14 +6,17 @@ This CPU (AMD EPYC, AVX-512 with VNNI and BF16, no AMX) runs torch's int8, int4 
 with bfloat16 activations, and they return bfloat16; a matrix's input is cast for them and the result cast
 back to the residual stream's float32:
 
+- ``q4_1``: int4 in GGUF's Q4_1 blocks (32 inputs, ``w = d*q + m``, d and m float16) with float32 activations
+  and result, multiplied by Sluice's own AVX-512 kernel (``inference/kernels/cpu_kernels.cpp``), with the tied
+  LM head and input embedding in Q8_0 blocks (one table for both): a Q4_1 GGUF's matrices exactly as stored, at
+  ~5 bits a weight, nothing else rounded (the default where the CPU has AVX-512: fastest at every batch size
+  measured and passes the quality check in ``inference.weight_quality``; ``float16`` elsewhere);
 - ``float32``: the de-quantized weights as they are (the reference the others are checked against);
-- ``float16``: float16 weights, float32 activations and result (fbgemm; the default: fastest of those that
-  pass the quality check in ``inference.weight_quality``);
+- ``float16``: float16 weights, float32 activations and result (fbgemm);
 - ``bfloat16``: bfloat16 weights and activations (oneDNN);
 - ``int8``: int8 per output channel with a bfloat16 scale (``aten._weight_int8pack_mm``);
 - ``int4``: int4 in groups of 32 along the input with a scale and an offset per group
-  (``aten._weight_int4pack_mm_for_cpu``). A Q4_1 GGUF stores exactly that (blocks of 32, ``w = d*q + m``), so
-  its matrices come back as they were stored, only the per-block scale and offset rounded to bfloat16.
+  (``aten._weight_int4pack_mm_for_cpu``), its scale and offset rounded to bfloat16.
 
 A packed matrix is a small module with the ``nn.Linear`` call shape; ``pack_linear`` makes one from a float
 weight. Packing is deterministic, so a packed model is cached on disk once (see ``inference.fast_llama``).
@@ -24,14 +27,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-WEIGHT_FORMATS = ("float32", "float16", "bfloat16", "int8", "int4")
+WEIGHT_FORMATS = ("q4_1", "float32", "float16", "bfloat16", "int8", "int4")
+NEEDS_KERNELS = ("q4_1",)  # formats that run on inference/kernels
 INT4_GROUP = 32  # Q4_1's block width
-# The tied embedding / LM head (49,152 x 576 for SmolLM2) is float16 in every format but float32: the logits
+# The tied embedding / LM head (49,152 x 576 for SmolLM2) is float16 in every format but float32 and q4_1: the logits
 # must come out in float32. Rounded to bfloat16 (what the bfloat16, int8 and int4 kernels return) a logit near
 # 16 moves in steps of 0.125 and near-ties flip: 14 of 20 greedy continuations agreed with float32 when every
 # matrix's output was rounded so, 20 of 20 when all but the LM head's were. The table looked up for the input
 # embedding is block int8 in every format but float32 (GGUF's Q8_0 layout, so that table comes back exactly).
-LM_HEAD_FORMATS = {"float16": "float16", "bfloat16": "float16", "int8": "float16", "int4": "float16"}
+LM_HEAD_FORMATS = {"float16": "float16", "bfloat16": "float16", "int8": "float16", "int4": "float16", "q4_1": "q8_0"}
 
 
 class PackedLinear(nn.Module):
@@ -183,21 +187,6 @@ class Int4Linear(PackedLinear):
         return both[:rows].to(torch.float32) + both[rows:].to(torch.float32)
 
 
-_CLASSES = {cls.format: cls for cls in (Float32Linear, Float16Linear, BFloat16Linear, Int8Linear, Int4Linear)}
-
-
-def pack_linear(weight: torch.Tensor, weight_format: str) -> PackedLinear:
-    """A packed matrix of ``weight`` ([out, in]) in ``weight_format``."""
-    if weight_format not in _CLASSES:
-        raise ValueError(f"unknown weight format {weight_format!r}; one of {', '.join(WEIGHT_FORMATS)}")
-    cls = _CLASSES[weight_format]
-    return cls.quantize(weight) if hasattr(cls, "quantize") else cls(weight)
-
-
-def linear_from_state(weight_format: str, state: dict[str, torch.Tensor]) -> PackedLinear:
-    return _CLASSES[weight_format].from_state(state)
-
-
 class BlockInt8Embedding(nn.Module):
     """An embedding table as int8 in blocks of 32 with a float32 scale per block (GGUF's Q8_0 layout): a
     Q8_0 table comes back exactly, at a quarter of float32's memory; rows are de-quantized as they are looked up."""
@@ -219,3 +208,145 @@ class BlockInt8Embedding(nn.Module):
         rows = self.qweight[ids].to(torch.float32)
         scales = self.scales[ids]
         return (rows.view(*ids.shape, scales.shape[-1], -1) * scales[..., None]).view(*ids.shape, -1)
+
+
+# --- GGUF's own blocks, multiplied by Sluice's AVX-512 kernels (inference/kernels/cpu_kernels.cpp) ---
+PANEL = 16  # output rows per record
+Q4_1_RECORD = 256 + 32 + 32
+Q8_0_RECORD = 512 + 32
+
+
+def _panels(tensor: torch.Tensor, rows: int) -> torch.Tensor:
+    """[rows, blocks, ...] -> [rows / 16, blocks, ..., 16]: a record holds one block of 16 consecutive rows."""
+    panels = tensor.reshape(rows // PANEL, PANEL, *tensor.shape[1:])
+    return panels.movedim(1, -1)
+
+
+def _float16_bytes(values: torch.Tensor, rows: int) -> torch.Tensor:
+    """Per-(row, block) scales [rows, blocks] as the records' float16 bytes [panels, blocks, 32]."""
+    return _panels(values.to(torch.float16), rows).contiguous().view(torch.uint8)
+
+
+class Q41Linear(PackedLinear):
+    """int4 in GGUF's Q4_1 blocks (32 inputs, w = d * q + m, d and m float16), float32 in and out: a Q4_1 GGUF's
+    matrices exactly as stored, ~5 bits a weight. Needs this CPU's AVX-512 and Sluice's kernel."""
+
+    format = "q4_1"
+
+    def __init__(self, packed: torch.Tensor) -> None:
+        panels, blocks, _ = packed.shape
+        super().__init__(panels * PANEL, blocks * INT4_GROUP)
+        self.register_buffer("packed", packed.contiguous())
+
+    @classmethod
+    def quantize(cls, weight: torch.Tensor) -> "Q41Linear":
+        weight = weight.to(torch.float32)
+        rows, cols = weight.shape
+        if rows % PANEL or cols % INT4_GROUP:
+            raise ValueError(f"q4_1 needs rows in 16s and inputs in 32s, not {rows} x {cols}")
+        groups = weight.view(rows, cols // INT4_GROUP, INT4_GROUP)
+        low, high = groups.amin(dim=-1), groups.amax(dim=-1)
+        # A Q4_1 block uses q = 0 and q = 15 (its encoder takes min and max), so min and (max - min) / 15 give
+        # back its m and d, which were float16 to begin with.
+        scale = ((high - low) / 15).to(torch.float16).to(torch.float32)
+        offset = low.to(torch.float16).to(torch.float32)
+        safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+        q = torch.round((groups - offset[..., None]) / safe[..., None]).clamp(0, 15).to(torch.uint8)
+        # Records: 16 pairs of input positions, byte i = q[row i][2t] | q[row i][2t + 1] << 4.
+        pairs = _panels(q.view(rows, cols // INT4_GROUP, 16, 2), rows)  # [panels, blocks, 16, 2, 16]
+        nibbles = (pairs[:, :, :, 0] | (pairs[:, :, :, 1] << 4)).reshape(rows // PANEL, cols // INT4_GROUP, 256)
+        packed = torch.cat([nibbles, _float16_bytes(scale, rows), _float16_bytes(offset, rows)], dim=-1)
+        return cls(packed)
+
+    @classmethod
+    def from_state(cls, state):
+        return cls(state["packed"])
+
+    def dequantize(self) -> torch.Tensor:
+        """The float32 weight [out, in] this matrix multiplies by (for checks)."""
+        panels, blocks, _ = self.packed.shape
+        nibbles = self.packed[..., :256].view(panels, blocks, 16, 16)  # [p, j, t, row]
+        q = torch.stack([nibbles & 0x0F, nibbles >> 4], dim=3).to(torch.float32)  # [p, j, t, 2, row]
+        d = self.packed[..., 256:288].contiguous().view(torch.float16).to(torch.float32)  # [p, j, row]
+        m = self.packed[..., 288:].contiguous().view(torch.float16).to(torch.float32)
+        w = q * d[:, :, None, None] + m[:, :, None, None]
+        return w.permute(0, 4, 1, 2, 3).reshape(self.out_features, self.in_features)
+
+    def matmul(self, x2d):
+        return torch.ops.sluice.q4_1_linear(x2d.to(torch.float32), self.packed)
+
+
+class Q80Linear(PackedLinear):
+    """int8 in GGUF's Q8_0 blocks (32 inputs, w = d * q, d float16), float32 in and out: the packaged GGUF's
+    tied embedding / LM head exactly as stored. Its rows are also looked up as the input embedding (``embed``),
+    so the table is held once."""
+
+    format = "q8_0"
+
+    def __init__(self, packed: torch.Tensor) -> None:
+        panels, blocks, _ = packed.shape
+        super().__init__(panels * PANEL, blocks * INT4_GROUP)
+        self.register_buffer("packed", packed.contiguous())
+
+    @classmethod
+    def quantize(cls, weight: torch.Tensor) -> "Q80Linear":
+        weight = weight.to(torch.float32)
+        rows, cols = weight.shape
+        if rows % PANEL or cols % INT4_GROUP:
+            raise ValueError(f"q8_0 needs rows in 16s and inputs in 32s, not {rows} x {cols}")
+        blocks = weight.view(rows, cols // INT4_GROUP, INT4_GROUP)
+        scale = (blocks.abs().amax(dim=-1) / 127).to(torch.float16).to(torch.float32)
+        safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+        q = torch.round(blocks / safe[..., None]).clamp(-127, 127).to(torch.int8)
+        values = _panels(q, rows).reshape(rows // PANEL, cols // INT4_GROUP, 512).view(torch.uint8)
+        return cls(torch.cat([values, _float16_bytes(scale, rows)], dim=-1))
+
+    @classmethod
+    def from_state(cls, state):
+        return cls(state["packed"])
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows ``ids`` of the weight, de-quantized: [..., in_features] float32."""
+        panels, blocks, _ = self.packed.shape
+        flat = ids.reshape(-1)
+        panel, lane = flat // PANEL, flat % PANEL
+        values = self.packed[..., :512].view(torch.int8).view(panels, blocks, INT4_GROUP, PANEL)
+        scales = self.packed[..., 512:].contiguous().view(torch.float16).view(panels, blocks, PANEL)
+        q = values[panel, :, :, lane].to(torch.float32)  # [n, blocks, 32]
+        d = scales[panel, :, lane].to(torch.float32)  # [n, blocks]
+        return (q * d[..., None]).reshape(*ids.shape, self.in_features)
+
+    def dequantize(self) -> torch.Tensor:
+        return self.embed(torch.arange(self.out_features))
+
+    def matmul(self, x2d):
+        return torch.ops.sluice.q8_0_linear(x2d.to(torch.float32), self.packed)
+
+
+def require_kernels(weight_format: str) -> None:
+    """Refuse, saying why, a format whose kernel cannot run on this machine."""
+    from inference import kernels
+
+    if not kernels.available():
+        raise RuntimeError(f"the {weight_format} weight format needs Sluice's AVX-512 kernels: "
+                           f"{kernels.why_unavailable()}")
+
+
+_CLASSES = {cls.format: cls for cls in (Float32Linear, Float16Linear, BFloat16Linear, Int8Linear, Int4Linear,
+                                        Q41Linear, Q80Linear)}
+
+
+def pack_linear(weight: torch.Tensor, weight_format: str) -> PackedLinear:
+    """A packed matrix of ``weight`` ([out, in]) in ``weight_format``."""
+    if weight_format not in _CLASSES:
+        raise ValueError(f"unknown weight format {weight_format!r}; one of {', '.join(WEIGHT_FORMATS)}")
+    cls = _CLASSES[weight_format]
+    if cls in (Q41Linear, Q80Linear):
+        require_kernels(weight_format)
+    return cls.quantize(weight) if hasattr(cls, "quantize") else cls(weight)
+
+
+def linear_from_state(weight_format: str, state: dict[str, torch.Tensor]) -> PackedLinear:
+    if _CLASSES[weight_format] in (Q41Linear, Q80Linear):
+        require_kernels(weight_format)
+    return _CLASSES[weight_format].from_state(state)

@@ -169,11 +169,12 @@ if SLUICE_MODEL_DTYPE not in {"float32", "bfloat16"}:
     raise ImproperlyConfigured(f"SLUICE_MODEL_DTYPE must be float32 or bfloat16, got {SLUICE_MODEL_DTYPE!r}")
 SLUICE_MODEL_CACHE_DIR = Path(env_str("SLUICE_MODEL_CACHE_DIR", str(VAR_DIR / "models")))
 # How the generator's weight matrices are held and multiplied (inference/weight_formats.py, README "Weight
-# formats"): float16 (the default: the fastest that passes the quality check), int4, int8, bfloat16 or float32,
-# each on the lean forward pass of inference/fast_llama.py (Llama-architecture models; others fall back), or
-# "transformers": transformers' own model in SLUICE_MODEL_DTYPE.
-SLUICE_WEIGHT_FORMAT = env_choice("SLUICE_WEIGHT_FORMAT", "float16",
-                                  ("float16", "int4", "int8", "bfloat16", "float32", "transformers"))
+# formats"): "auto" (the default) is q4_1 for a GGUF whose matrices are Q4_1 blocks (the packaged model) where
+# this CPU runs Sluice's AVX-512 kernels, float16 otherwise; or name one: q4_1, float16, int4, int8, bfloat16 or
+# float32, each on the lean forward pass of inference/fast_llama.py (Llama-architecture models; others fall
+# back), or "transformers": transformers' own model in SLUICE_MODEL_DTYPE.
+SLUICE_WEIGHT_FORMAT = env_choice("SLUICE_WEIGHT_FORMAT", "auto",
+                                  ("auto", "q4_1", "float16", "int4", "int8", "bfloat16", "float32", "transformers"))
 SLUICE_ENGINE = env_str("SLUICE_ENGINE", "transformers")  # "transformers" or "fake" (tests, overhead benchmark)
 
 # Limits.

@@ -9,11 +9,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from inference import kernels
 from inference.fast_llama import FastLlama, load_or_pack, packed_path
-from inference.weight_formats import WEIGHT_FORMATS, BlockInt8Embedding, pack_linear
+from inference.weight_formats import NEEDS_KERNELS, WEIGHT_FORMATS, BlockInt8Embedding, pack_linear
 
 # How far each format's logits may move from float32's on the tiny model (random weights, logits ~1).
-TOLERANCE = {"float32": 1e-5, "float16": 0.02, "bfloat16": 0.1, "int8": 0.1, "int4": 0.3}
+TOLERANCE = {"float32": 1e-5, "float16": 0.02, "bfloat16": 0.1, "int8": 0.1, "int4": 0.3, "q4_1": 0.3}
+needs_kernels = pytest.mark.skipif(not kernels.available(), reason=f"no AVX-512 kernels here: {kernels.why_unavailable()}")
+FORMATS = [pytest.param(name, marks=needs_kernels) if name in NEEDS_KERNELS else name for name in WEIGHT_FORMATS]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,7 @@ def prompt(length: int, seed: int = 1) -> torch.Tensor:
     return torch.randint(1, 96, (1, length), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("weight_format", WEIGHT_FORMATS)
+@pytest.mark.parametrize("weight_format", FORMATS)
 def test_the_lean_forward_computes_what_transformers_computes(tiny_llama, weight_format):
     ids = prompt(12)
     with torch.inference_mode():
@@ -52,7 +55,7 @@ def test_decoding_on_its_cache_gives_the_logits_of_the_whole_prompt(tiny_llama):
     assert torch.allclose(step.logits[0, -1], whole, atol=1e-5)
 
 
-@pytest.mark.parametrize("weight_format", WEIGHT_FORMATS)
+@pytest.mark.parametrize("weight_format", FORMATS)
 def test_a_saved_packed_model_loads_back_the_same(tiny_llama, weight_format, tmp_path):
     packed = FastLlama.from_transformers(tiny_llama, weight_format)
     path = packed_path(tmp_path, weight_format)
@@ -90,6 +93,47 @@ def test_int4_gives_back_a_matrix_stored_as_q4_1_blocks():
     assert (recovered - weight).abs().max().item() < 0.01 * weight.abs().max().item()
 
 
+def q4_1_matrix(rows: int, cols: int, seed: int) -> torch.Tensor:
+    """A matrix made of Q4_1 blocks as the GGUF encoder leaves them (q = 0 and 15 used, d and m float16)."""
+    generator = torch.Generator().manual_seed(seed)
+    q = torch.randint(0, 16, (rows, cols // 32, 32), generator=generator)
+    q[..., 0], q[..., 1] = 0, 15
+    d = (torch.rand(rows, cols // 32, 1, generator=generator) * 0.01 + 0.001).half().float()
+    m = (-torch.rand(rows, cols // 32, 1, generator=generator) * 0.05).half().float()
+    return (d * q + m).view(rows, cols)
+
+
+@needs_kernels
+def test_q4_1_holds_a_q4_1_matrix_exactly_and_multiplies_it_in_float32():
+    weight = q4_1_matrix(80, 96, seed=5)
+    matrix = pack_linear(weight, "q4_1")
+    assert torch.equal(matrix.dequantize(), weight)
+    for rows in (1, 2, 3, 4, 5, 8, 9, 17):  # every tile shape, and rows past a tile of 8
+        x = torch.randn(rows, 96, generator=torch.Generator().manual_seed(rows))
+        expected = x.double() @ weight.double().T
+        assert (matrix(x).double() - expected).abs().max().item() < 1e-5 * expected.abs().max().item()
+
+
+@needs_kernels
+def test_q8_0_holds_the_tied_table_exactly_for_the_head_and_the_lookup():
+    generator = torch.Generator().manual_seed(6)
+    q = torch.randint(-127, 128, (48, 2, 32), generator=generator)
+    q[..., 0] = 127
+    scales = (torch.rand(48, 2, 1, generator=generator) * 0.01).half().float()
+    table = (q * scales).view(48, 64)
+    head = pack_linear(table, "q8_0")
+    ids = torch.tensor([[3, 47, 0], [16, 17, 31]])
+    assert torch.equal(head.embed(ids), table[ids])
+    x = torch.randn(3, 64, generator=generator)
+    assert torch.allclose(head(x), x @ table.T, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernels
+def test_q4_1_refuses_a_shape_its_blocks_do_not_fit():
+    with pytest.raises(ValueError, match="rows in 16s and inputs in 32s"):
+        pack_linear(torch.zeros(24, 64), "q4_1")
+
+
 def test_a_q8_0_embedding_table_comes_back_exactly():
     generator = torch.Generator().manual_seed(4)
     q = torch.randint(-127, 128, (10, 2, 32), generator=generator)
@@ -118,3 +162,29 @@ def test_the_served_format_keeps_float32s_greedy_answers_and_likelihood(real_mod
     report = compare(reference, real_model_engine.model, real_model_engine.tokenizer, prompts=6)
     assert report.passes, report.summary()
     assert report.agreeing == report.prompts, report.summary()  # the slice's 6 of 6 (the full bar: 18 of 20)
+
+
+@needs_kernels
+def test_the_rms_norm_kernel_computes_torchs_rms_norm():
+    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(7))
+    weight = torch.rand(64, generator=torch.Generator().manual_seed(8))
+    expected = torch.nn.functional.rms_norm(x, (64,), weight, 1e-5)
+    assert torch.allclose(torch.ops.sluice.rms_norm(x, weight, 1e-5), expected, rtol=1e-5, atol=1e-6)
+
+
+@needs_kernels
+@pytest.mark.parametrize("masked", [False, True])
+def test_the_decode_attention_kernel_computes_sdpa_over_a_window_of_the_cache(masked):
+    generator = torch.Generator().manual_seed(9)
+    rows, heads, kv_heads, dim, capacity, start, end = 3, 6, 2, 32, 20, 4, 15
+    query = torch.randn(rows, 1, heads, dim, generator=generator).transpose(1, 2)  # strided, as the model makes it
+    cache_k, cache_v = (torch.randn(rows, kv_heads, capacity, dim, generator=generator) for _ in range(2))
+    keys, values = cache_k[:, :, start:end], cache_v[:, :, start:end]  # a window: not contiguous
+    mask = None
+    if masked:
+        mask = torch.rand(rows, 1, 1, end - start, generator=generator) > 0.3
+        mask[..., -1] = True  # a row always sees its newest column
+    expected = torch.nn.functional.scaled_dot_product_attention(query, keys, values, attn_mask=mask, enable_gqa=True)
+    got = torch.ops.sluice.decode_attention(query, keys, values, mask)
+    assert got.shape == (rows, 1, heads * dim)
+    assert torch.allclose(got, expected.transpose(1, 2).reshape(rows, 1, heads * dim), rtol=1e-5, atol=1e-5)

@@ -1,0 +1,71 @@
+"""Sluice's own CPU kernels (C++, compiled on first use with torch's extension builder, cached by it).
+
+``cpu_kernels.cpp`` (AVX-512) multiplies float32 activations by matrices held in GGUF's Q4_1 and Q8_0 blocks,
+and runs the small operations of a decode step (RMS norm, one query's attention over the cache) without
+torch's general-case overhead; see its header. ``available()`` compiles and loads it once per process (~30 s the first time on a machine,
+then a cached library in torch's extensions folder, ``TORCH_EXTENSIONS_DIR``); where this CPU lacks AVX-512 or
+the build fails, it says False and why, and the weight formats that need it are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sysconfig
+import threading
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
+CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "f16c", "fma")
+COMPILE_FLAGS = ["-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c"]
+
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+def cpu_lacks() -> list[str]:
+    """The instruction sets the kernels need that this CPU does not report."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return [flag for flag in CPU_FLAGS if flag not in flags]
+
+
+def available() -> bool:
+    """Whether ``torch.ops.sluice.q4_1_linear`` and ``q8_0_linear`` can run here (built and loaded once)."""
+    with _lock:
+        if "ok" not in _state:
+            _state["ok"], _state["why"] = _build()
+            if not _state["ok"]:
+                logger.warning("Sluice's GGUF kernels are not available: %s", _state["why"])
+        return bool(_state["ok"])
+
+
+def why_unavailable() -> str:
+    available()
+    return str(_state.get("why") or "")
+
+
+def _build() -> tuple[bool, str]:
+    lacks = cpu_lacks()
+    if lacks:
+        return False, f"this CPU lacks {', '.join(lacks)}"
+    import torch
+    from torch.utils import cpp_extension
+
+    if hasattr(torch.ops, "sluice") and hasattr(torch.ops.sluice, "q4_1_linear"):
+        return True, ""
+    # torch's builder runs `ninja` from PATH; the venv's own (requirements.txt) when the venv is not activated.
+    scripts = sysconfig.get_path("scripts")
+    if scripts and scripts not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
+    try:
+        cpp_extension.load(name="sluice_cpu_kernels", sources=[str(SOURCE)], extra_cflags=COMPILE_FLAGS,
+                           extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
+    except Exception as error:  # no compiler, no ninja, a failed build: say so, serve another format
+        return False, f"building {SOURCE.name} failed: {str(error).strip().splitlines()[-1] if str(error).strip() else error!r}"
+    return True, ""

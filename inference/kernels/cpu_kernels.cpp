@@ -1,0 +1,297 @@
+// Sluice's CPU kernels (AVX-512), loaded by inference/kernels/__init__.py as torch.ops.sluice.*.
+//
+// 1. y = x @ W.T for W held in GGUF's own blocks, on AVX-512: Q4_1 (the packaged model's matrices) and Q8_0 (its
+// tied embedding / LM head). Activations, accumulation and the result are float32; the weights are expanded to
+// float32 in registers as they stream in, so a decode step reads ~5 bits a weight and rounds nothing but what
+// the GGUF file already rounded. torch ships no such kernel: its int4 and int8 CPU kernels take and return
+// bfloat16, which cost greedy agreement with float32 (see inference/weight_formats.py).
+//
+// Layout (made by inference/weight_formats.py): the output rows are cut in panels of 16, the input in blocks
+// of 32, and each (panel, block) is one record, panels outermost:
+//   Q4_1 (320 bytes): 16 pairs of input positions (2t, 2t+1), each 16 bytes, byte i = q[row i][2t] | q[row i][2t+1] << 4;
+//                     then the 16 rows' scales d, then their offsets m, as float16 (w = d * q + m, q in 0..15).
+//   Q8_0 (544 bytes): 32 input positions, each 16 int8 (one per row); then the 16 rows' scales d as float16 (w = d * q).
+// One register holds one weight for 16 output rows, multiplied by a broadcast activation: no horizontal sums.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kPanel = 16;
+constexpr int64_t kBlock = 32;
+constexpr int64_t kQ41Bytes = 256 + 32 + 32;
+constexpr int64_t kQ80Bytes = 512 + 32;
+constexpr int64_t kGroup = 4;  // panels a thread takes at a time
+constexpr int64_t kMaxRows = 8;  // activation rows a tile multiplies at once
+
+// rows x NP panels of output, over the whole input: acc[r][p] holds out[r][16p .. 16p+15].
+template <int ROWS, int NP>
+void q41_tile(const float* x, int64_t ldx, const uint8_t* w, int64_t panel_stride, int64_t blocks, float* out,
+              int64_t ldo) {
+  __m512 acc[ROWS][NP];
+  for (int r = 0; r < ROWS; ++r)
+    for (int p = 0; p < NP; ++p) acc[r][p] = _mm512_setzero_ps();
+  const __m512i low4 = _mm512_set1_epi32(0x0F);
+  for (int64_t j = 0; j < blocks; ++j) {
+    const uint8_t* record[NP];
+    __m512 d[NP], m[NP];
+    for (int p = 0; p < NP; ++p) {
+      record[p] = w + p * panel_stride + j * kQ41Bytes;
+      d[p] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(record[p] + 256)));
+      m[p] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(record[p] + 288)));
+    }
+    const float* xj = x + j * kBlock;
+    for (int t = 0; t < 16; ++t) {
+      for (int p = 0; p < NP; ++p) {
+        const __m512i pair = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(record[p] + t * 16)));
+        const __m512 w0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(pair, low4)), d[p], m[p]);
+        const __m512 w1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(pair, 4)), d[p], m[p]);
+        for (int r = 0; r < ROWS; ++r) {
+          acc[r][p] = _mm512_fmadd_ps(_mm512_set1_ps(xj[r * ldx + 2 * t]), w0, acc[r][p]);
+          acc[r][p] = _mm512_fmadd_ps(_mm512_set1_ps(xj[r * ldx + 2 * t + 1]), w1, acc[r][p]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < ROWS; ++r)
+    for (int p = 0; p < NP; ++p) _mm512_storeu_ps(out + r * ldo + p * kPanel, acc[r][p]);
+}
+
+template <int ROWS, int NP>
+void q80_tile(const float* x, int64_t ldx, const uint8_t* w, int64_t panel_stride, int64_t blocks, float* out,
+              int64_t ldo) {
+  __m512 acc[ROWS][NP];
+  for (int r = 0; r < ROWS; ++r)
+    for (int p = 0; p < NP; ++p) acc[r][p] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < blocks; ++j) {
+    const uint8_t* record[NP];
+    __m512 d[NP];
+    for (int p = 0; p < NP; ++p) {
+      record[p] = w + p * panel_stride + j * kQ80Bytes;
+      d[p] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(record[p] + 512)));
+    }
+    const float* xj = x + j * kBlock;
+    for (int k = 0; k < 32; ++k) {
+      for (int p = 0; p < NP; ++p) {
+        const __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(record[p] + k * 16)));
+        const __m512 wk = _mm512_mul_ps(_mm512_cvtepi32_ps(q), d[p]);
+        for (int r = 0; r < ROWS; ++r) acc[r][p] = _mm512_fmadd_ps(_mm512_set1_ps(xj[r * ldx + k]), wk, acc[r][p]);
+      }
+    }
+  }
+  for (int r = 0; r < ROWS; ++r)
+    for (int p = 0; p < NP; ++p) _mm512_storeu_ps(out + r * ldo + p * kPanel, acc[r][p]);
+}
+
+using Tile = void (*)(const float*, int64_t, const uint8_t*, int64_t, int64_t, float*, int64_t);
+
+template <int ROWS, int NP>
+struct Q41 {
+  static void run(const float* x, int64_t ldx, const uint8_t* w, int64_t s, int64_t b, float* o, int64_t ldo) {
+    q41_tile<ROWS, NP>(x, ldx, w, s, b, o, ldo);
+  }
+};
+template <int ROWS, int NP>
+struct Q80 {
+  static void run(const float* x, int64_t ldx, const uint8_t* w, int64_t s, int64_t b, float* o, int64_t ldo) {
+    q80_tile<ROWS, NP>(x, ldx, w, s, b, o, ldo);
+  }
+};
+
+// The panels one call takes for a tile of this many rows: few rows take several panels, so that enough
+// independent sums are in flight; 5 or more rows give enough on one panel (and more would run out of registers).
+inline int64_t panels_per_call(int64_t rows) { return rows <= 2 ? 4 : rows <= 4 ? 2 : 1; }
+
+template <template <int, int> class Kernel, int NP>
+Tile tile_for_rows(int64_t rows) {
+  switch (rows) {
+    case 1: return Kernel<1, NP>::run;
+    case 2: return Kernel<2, NP>::run;
+    case 3: return Kernel<3, NP>::run;
+    case 4: return Kernel<4, NP>::run;
+    case 5: return Kernel<5, 1>::run;
+    case 6: return Kernel<6, 1>::run;
+    case 7: return Kernel<7, 1>::run;
+    default: return Kernel<8, 1>::run;
+  }
+}
+
+template <template <int, int> class Kernel>
+Tile tile_for(int64_t rows, int64_t panels) {
+  if (panels == 4 && rows <= 2) return tile_for_rows<Kernel, 4>(rows);
+  if (panels == 2 && rows <= 4) return tile_for_rows<Kernel, 2>(rows);
+  return tile_for_rows<Kernel, 1>(rows);
+}
+
+template <template <int, int> class Kernel>
+at::Tensor block_linear(const at::Tensor& x, const at::Tensor& packed, int64_t record_bytes, const char* name) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat, name, ": x must be a 2-D float32 tensor");
+  TORCH_CHECK(packed.dim() == 3 && packed.scalar_type() == at::kByte && packed.size(2) == record_bytes && packed.is_contiguous(),
+              name, ": packed weights must be contiguous uint8 [panels, blocks, ", record_bytes, "]");
+  const at::Tensor input = x.contiguous();
+  const int64_t rows = input.size(0), in_features = input.size(1);
+  const int64_t panels = packed.size(0), blocks = packed.size(1);
+  TORCH_CHECK(in_features == blocks * kBlock, name, ": x has ", in_features, " features, the weights ", blocks * kBlock);
+  const int64_t out_features = panels * kPanel;
+  at::Tensor out = at::empty({rows, out_features}, input.options());
+  if (rows == 0) return out;
+  const float* x_data = input.data_ptr<float>();
+  const uint8_t* w_data = packed.data_ptr<uint8_t>();
+  float* out_data = out.data_ptr<float>();
+  const int64_t panel_stride = blocks * record_bytes;
+  const int64_t groups = (panels + kGroup - 1) / kGroup;
+  at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t g = begin; g < end; ++g) {
+      const int64_t first = g * kGroup, last = std::min(panels, first + kGroup);
+      for (int64_t r0 = 0; r0 < rows; r0 += kMaxRows) {
+        const int64_t tile_rows = std::min(kMaxRows, rows - r0);
+        const int64_t step = panels_per_call(tile_rows);
+        const Tile tile = tile_for<Kernel>(tile_rows, step), single = tile_for<Kernel>(tile_rows, 1);
+        for (int64_t p = first; p < last;) {
+          const bool whole = p + step <= last;  // a group's last panels, when fewer than a call takes, one at a time
+          (whole ? tile : single)(x_data + r0 * in_features, in_features, w_data + p * panel_stride, panel_stride,
+                                  blocks, out_data + r0 * out_features + p * kPanel, out_features);
+          p += whole ? step : 1;
+        }
+      }
+    }
+  });
+  return out;
+}
+
+at::Tensor q4_1_linear(const at::Tensor& x, const at::Tensor& packed) {
+  return block_linear<Q41>(x, packed, kQ41Bytes, "q4_1_linear");
+}
+
+at::Tensor q8_0_linear(const at::Tensor& x, const at::Tensor& packed) {
+  return block_linear<Q80>(x, packed, kQ80Bytes, "q8_0_linear");
+}
+
+// 2. The small operations of a decode step (one new token per row), without torch's general-case overhead ---
+
+inline float horizontal_sum(__m512 v) { return _mm512_reduce_add_ps(v); }
+
+// y = x / sqrt(mean(x^2) + eps) * weight, per row of x [rows, width] (width a multiple of 16).
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat, "rms_norm: float32 only");
+  const at::Tensor input = x.contiguous();
+  const int64_t width = input.size(-1), rows = input.numel() / width;
+  TORCH_CHECK(width % 16 == 0 && weight.numel() == width, "rms_norm: width must be a multiple of 16 and match the weight");
+  const at::Tensor w = weight.contiguous();
+  at::Tensor out = at::empty_like(input);
+  const float* src = input.data_ptr<float>();
+  const float* wd = w.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* row = src + r * width;
+      __m512 squares = _mm512_setzero_ps();
+      for (int64_t i = 0; i < width; i += 16) {
+        const __m512 v = _mm512_loadu_ps(row + i);
+        squares = _mm512_fmadd_ps(v, v, squares);
+      }
+      const __m512 scale = _mm512_set1_ps(1.0f / std::sqrt(horizontal_sum(squares) / width + static_cast<float>(eps)));
+      for (int64_t i = 0; i < width; i += 16)
+        _mm512_storeu_ps(dst + r * width + i,
+                         _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(row + i), scale), _mm512_loadu_ps(wd + i)));
+    }
+  });
+  return out;
+}
+
+// Attention of one query per row over that row's cached keys and values, grouped-query (heads / kv_heads
+// queries share a key/value head). query [rows, heads, 1, dim]; keys, values [rows, kv_heads, length, dim] (any
+// strides, dim contiguous: a window of the batch's cache); mask [rows, 1, 1, length] bool (true: attend) or
+// undefined (attend to all). Returns [rows, 1, heads * dim], what the output projection takes.
+at::Tensor decode_attention(const at::Tensor& query, const at::Tensor& keys, const at::Tensor& values,
+                            const c10::optional<at::Tensor>& mask) {
+  TORCH_CHECK(query.scalar_type() == at::kFloat && keys.scalar_type() == at::kFloat && values.scalar_type() == at::kFloat,
+              "decode_attention: float32 only");
+  TORCH_CHECK(query.dim() == 4 && query.size(2) == 1 && keys.dim() == 4 && values.sizes() == keys.sizes(),
+              "decode_attention: one query per row, keys and values alike");
+  const int64_t rows = query.size(0), heads = query.size(1), dim = query.size(3);
+  const int64_t kv_heads = keys.size(1), length = keys.size(2);
+  TORCH_CHECK(keys.size(0) == rows && keys.size(3) == dim && heads % kv_heads == 0 && dim % 16 == 0,
+              "decode_attention: shapes do not fit");
+  TORCH_CHECK(query.stride(3) == 1 && keys.stride(3) == 1 && values.stride(3) == 1, "decode_attention: dim must be contiguous");
+  const bool masked = mask.has_value() && mask->defined();
+  if (masked)
+    TORCH_CHECK(mask->scalar_type() == at::kBool && mask->size(0) == rows && mask->size(-1) == length,
+                "decode_attention: mask [rows, 1, 1, length] bool");
+  at::Tensor out = at::empty({rows, 1, heads * dim}, query.options());
+  const float* q = query.data_ptr<float>();
+  const float* k = keys.data_ptr<float>();
+  const float* v = values.data_ptr<float>();
+  const bool* m = masked ? mask->data_ptr<bool>() : nullptr;
+  const int64_t m_row = masked ? mask->stride(0) : 0, m_col = masked ? mask->stride(-1) : 0;
+  const int64_t qs0 = query.stride(0), qs1 = query.stride(1);
+  const int64_t ks0 = keys.stride(0), ks1 = keys.stride(1), ks2 = keys.stride(2);
+  const int64_t vs0 = values.stride(0), vs1 = values.stride(1), vs2 = values.stride(2);
+  const int64_t group = heads / kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
+  float* o = out.data_ptr<float>();
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, length * dim));
+  at::parallel_for(0, rows * heads, grain, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(length);
+    std::vector<__m512> acc(dim / 16);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t r = task / heads, h = task % heads, kvh = h / group;
+      const float* qv = q + r * qs0 + h * qs1;
+      const float* kr = k + r * ks0 + kvh * ks1;
+      const float* vr = v + r * vs0 + kvh * vs1;
+      float best = -INFINITY;
+      for (int64_t l = 0; l < length; ++l) {
+        if (m && !m[r * m_row + l * m_col]) {
+          scores[l] = -INFINITY;
+          continue;
+        }
+        __m512 dot = _mm512_setzero_ps();
+        for (int64_t i = 0; i < dim; i += 16)
+          dot = _mm512_fmadd_ps(_mm512_loadu_ps(qv + i), _mm512_loadu_ps(kr + l * ks2 + i), dot);
+        scores[l] = horizontal_sum(dot) * scale;
+        best = std::max(best, scores[l]);
+      }
+      for (auto& a : acc) a = _mm512_setzero_ps();
+      float total = 0.0f;
+      if (best > -INFINITY) {
+        for (int64_t l = 0; l < length; ++l) {
+          if (scores[l] == -INFINITY) continue;
+          const float p = std::exp(scores[l] - best);
+          total += p;
+          const __m512 pv = _mm512_set1_ps(p);
+          for (int64_t i = 0; i < dim; i += 16)
+            acc[i / 16] = _mm512_fmadd_ps(pv, _mm512_loadu_ps(vr + l * vs2 + i), acc[i / 16]);
+        }
+      }
+      // A row that attends to nothing gets zeros (torch's SDPA would give NaN; no live row is ever so).
+      const __m512 norm = _mm512_set1_ps(total > 0.0f ? 1.0f / total : 0.0f);
+      float* dst = o + r * heads * dim + h * dim;
+      for (int64_t i = 0; i < dim; i += 16) _mm512_storeu_ps(dst + i, _mm512_mul_ps(acc[i / 16], norm));
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(sluice, m) {
+  m.def("q4_1_linear(Tensor x, Tensor packed) -> Tensor");
+  m.def("q8_0_linear(Tensor x, Tensor packed) -> Tensor");
+  m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
+  m.def("decode_attention(Tensor query, Tensor keys, Tensor values, Tensor? mask) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(sluice, CPU, m) {
+  m.impl("q4_1_linear", &q4_1_linear);
+  m.impl("q8_0_linear", &q8_0_linear);
+  m.impl("rms_norm", &rms_norm);
+  m.impl("decode_attention", &decode_attention);
+}
