@@ -198,6 +198,9 @@ class FastLlama(nn.Module):
                 position_ids: torch.Tensor | None = None, past_key_values=None, use_cache: bool = True,
                 logits_to_keep: int = 0, **_ignored) -> FastLlamaOutput:
         batch, length = input_ids.shape
+        if (self.small_kernels and length == 1 and hasattr(past_key_values, "decode_slot") and position_ids is not None
+                and (attention_mask is None or attention_mask.dtype == torch.bool) and not logits_to_keep):
+            return self._decode_on_kernels(input_ids, attention_mask, position_ids, past_key_values)
         if past_key_values is None:
             from transformers import DynamicCache
 
@@ -244,6 +247,27 @@ class FastLlama(nn.Module):
             hidden = hidden[:, -logits_to_keep:]
         hidden = rms_norm(hidden, (hidden.shape[-1],), self.final_norm, self.eps)
         return FastLlamaOutput(logits=self.lm_head(hidden), past_key_values=past_key_values)
+
+
+    def _decode_on_kernels(self, input_ids, attention_mask, position_ids, cache) -> FastLlamaOutput:
+        """One new token per row, on 2-D activations and Sluice's kernels: the rotation, the cache write and
+        the attention are one call each, and the matrices are called without the 3-D reshaping."""
+        ops = torch.ops.sluice
+        batch = input_ids.shape[0]
+        eps, heads, kv_heads = self.eps, self.heads, self.kv_heads
+        hidden = self.embed(input_ids[:, 0])  # [rows, hidden]
+        freqs = position_ids.reshape(batch, 1).to(torch.float32) * self.inv_freq  # [rows, head_dim / 2]
+        cos, sin = freqs.cos(), freqs.sin()
+        for index, layer in enumerate(self.layers):
+            x = ops.rms_norm(hidden, layer.input_norm, eps)
+            keys, values, column, window = cache.decode_slot(index)
+            query = ops.rope_write_kv(layer.qkv.matmul(x).float(), cos, sin, keys, values, column, heads, kv_heads)
+            attended = ops.decode_attention(query, keys[:batch, :, window], values[:batch, :, window], attention_mask)
+            hidden = hidden + layer.o.matmul(attended.view(batch, -1))
+            gate, up = layer.gate_up.matmul(ops.rms_norm(hidden, layer.post_norm, eps)).chunk(2, dim=-1)
+            hidden = hidden + layer.down.matmul(torch.nn.functional.silu(gate) * up)
+        logits = self.lm_head.matmul(ops.rms_norm(hidden, self.final_norm, eps))
+        return FastLlamaOutput(logits=logits.view(batch, 1, -1), past_key_values=cache)
 
 
 _SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I8": torch.int8,

@@ -174,6 +174,11 @@ class _BatchKV:
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.width
 
+    def decode_slot(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor, int, slice]:
+        """For a model that writes a decode step's keys and values itself (inference.fast_llama): the layer's
+        buffers (rows 0..n-1 live), the column to write, and the window to attend over, that column included."""
+        return self.keys[layer_idx], self.values[layer_idx], self.end, slice(self.start, self.end + 1)
+
     # --- layout management ---
     def _relayout(self, extra_left: int, rows: int, like_k: list[torch.Tensor],
                   like_v: list[torch.Tensor]) -> None:

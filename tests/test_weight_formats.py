@@ -188,3 +188,37 @@ def test_the_decode_attention_kernel_computes_sdpa_over_a_window_of_the_cache(ma
     got = torch.ops.sluice.decode_attention(query, keys, values, mask)
     assert got.shape == (rows, 1, heads * dim)
     assert torch.allclose(got, expected.transpose(1, 2).reshape(rows, 1, heads * dim), rtol=1e-5, atol=1e-5)
+
+
+@needs_kernels
+@pytest.mark.parametrize("weight_format", ["q4_1", "float32"])
+def test_a_decode_step_on_the_kernels_matches_the_general_path_on_the_schedulers_cache(tiny_llama, weight_format):
+    from inference.scheduler import _BatchKV
+
+    fast = FastLlama.from_transformers(tiny_llama, weight_format)
+    ids = torch.cat([prompt(9, seed=2), prompt(9, seed=3)])
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[1, :3] = False  # the second row is left-padded
+
+    def one_step(kernels: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        fast.small_kernels = kernels
+        with torch.inference_mode():
+            prefill = fast(input_ids=ids, attention_mask=mask[:, None, None, :] & torch.ones(9, 9, dtype=torch.bool).tril(),
+                           position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
+            cache = _BatchKV(4)
+            cache.insert([layer.keys for layer in prefill.past_key_values.layers],
+                         [layer.values for layer in prefill.past_key_values.layers], mask)
+            attention = cache.prepare_decode()
+            out = fast(input_ids=torch.tensor([[5], [7]]), attention_mask=attention, position_ids=torch.tensor([[9], [6]]),
+                       past_key_values=cache)
+            cache.advance()
+        return out.logits, [k[:2, :, cache.start:cache.end].clone() for k in cache.keys]
+
+    try:
+        fused_logits, fused_keys = one_step(True)
+        plain_logits, plain_keys = one_step(False)
+    finally:
+        fast.small_kernels = True
+    assert torch.allclose(fused_logits, plain_logits, rtol=1e-4, atol=1e-4)
+    for fused, plain in zip(fused_keys, plain_keys):
+        assert torch.allclose(fused, plain, rtol=1e-5, atol=1e-5)

@@ -32,33 +32,41 @@ constexpr int64_t kQ80Bytes = 512 + 32;
 constexpr int64_t kGroup = 4;  // panels a thread takes at a time
 constexpr int64_t kMaxRows = 8;  // activation rows a tile multiplies at once
 
-// rows x NP panels of output, over the whole input: acc[r][p] holds out[r][16p .. 16p+15].
+// rows x NP panels of output, over the whole input: acc[r][p] holds out[r][16p .. 16p+15]. Per block,
+// sum_k x_k (d q_k + m) = d * sum_k x_k q_k + m * sum_k x_k: the 4-bit values go to float by a table lookup
+// (vpermps reads only an index's low 4 bits), are multiplied unscaled, and each block's sums are scaled once.
 template <int ROWS, int NP>
-void q41_tile(const float* x, int64_t ldx, const uint8_t* w, int64_t panel_stride, int64_t blocks, float* out,
-              int64_t ldo) {
+void q41_tile(const float* x, int64_t ldx, const float* sums, const uint8_t* w, int64_t panel_stride, int64_t blocks,
+              float* out, int64_t ldo) {
   __m512 acc[ROWS][NP];
   for (int r = 0; r < ROWS; ++r)
     for (int p = 0; p < NP; ++p) acc[r][p] = _mm512_setzero_ps();
-  const __m512i low4 = _mm512_set1_epi32(0x0F);
+  const __m512 values = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   for (int64_t j = 0; j < blocks; ++j) {
     const uint8_t* record[NP];
-    __m512 d[NP], m[NP];
-    for (int p = 0; p < NP; ++p) {
-      record[p] = w + p * panel_stride + j * kQ41Bytes;
-      d[p] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(record[p] + 256)));
-      m[p] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(record[p] + 288)));
-    }
+    for (int p = 0; p < NP; ++p) record[p] = w + p * panel_stride + j * kQ41Bytes;
     const float* xj = x + j * kBlock;
+    __m512 dot[ROWS][NP];
+    for (int r = 0; r < ROWS; ++r)
+      for (int p = 0; p < NP; ++p) dot[r][p] = _mm512_setzero_ps();
     for (int t = 0; t < 16; ++t) {
       for (int p = 0; p < NP; ++p) {
         const __m512i pair = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(record[p] + t * 16)));
-        const __m512 w0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(pair, low4)), d[p], m[p]);
-        const __m512 w1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(pair, 4)), d[p], m[p]);
+        const __m512 q0 = _mm512_permutexvar_ps(pair, values);
+        const __m512 q1 = _mm512_permutexvar_ps(_mm512_srli_epi32(pair, 4), values);
         for (int r = 0; r < ROWS; ++r) {
-          acc[r][p] = _mm512_fmadd_ps(_mm512_set1_ps(xj[r * ldx + 2 * t]), w0, acc[r][p]);
-          acc[r][p] = _mm512_fmadd_ps(_mm512_set1_ps(xj[r * ldx + 2 * t + 1]), w1, acc[r][p]);
+          dot[r][p] = _mm512_fmadd_ps(_mm512_set1_ps(xj[r * ldx + 2 * t]), q0, dot[r][p]);
+          dot[r][p] = _mm512_fmadd_ps(_mm512_set1_ps(xj[r * ldx + 2 * t + 1]), q1, dot[r][p]);
         }
       }
+    }
+    __m512 block_sum[ROWS];
+    for (int r = 0; r < ROWS; ++r) block_sum[r] = _mm512_set1_ps(sums[r * blocks + j]);
+    for (int p = 0; p < NP; ++p) {
+      const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(record[p] + 256)));
+      const __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(record[p] + 288)));
+      for (int r = 0; r < ROWS; ++r)
+        acc[r][p] = _mm512_fmadd_ps(block_sum[r], m, _mm512_fmadd_ps(dot[r][p], d, acc[r][p]));
     }
   }
   for (int r = 0; r < ROWS; ++r)
@@ -66,8 +74,8 @@ void q41_tile(const float* x, int64_t ldx, const uint8_t* w, int64_t panel_strid
 }
 
 template <int ROWS, int NP>
-void q80_tile(const float* x, int64_t ldx, const uint8_t* w, int64_t panel_stride, int64_t blocks, float* out,
-              int64_t ldo) {
+void q80_tile(const float* x, int64_t ldx, const float* /*sums*/, const uint8_t* w, int64_t panel_stride,
+              int64_t blocks, float* out, int64_t ldo) {
   __m512 acc[ROWS][NP];
   for (int r = 0; r < ROWS; ++r)
     for (int p = 0; p < NP; ++p) acc[r][p] = _mm512_setzero_ps();
@@ -91,18 +99,22 @@ void q80_tile(const float* x, int64_t ldx, const uint8_t* w, int64_t panel_strid
     for (int p = 0; p < NP; ++p) _mm512_storeu_ps(out + r * ldo + p * kPanel, acc[r][p]);
 }
 
-using Tile = void (*)(const float*, int64_t, const uint8_t*, int64_t, int64_t, float*, int64_t);
+using Tile = void (*)(const float*, int64_t, const float*, const uint8_t*, int64_t, int64_t, float*, int64_t);
 
 template <int ROWS, int NP>
 struct Q41 {
-  static void run(const float* x, int64_t ldx, const uint8_t* w, int64_t s, int64_t b, float* o, int64_t ldo) {
-    q41_tile<ROWS, NP>(x, ldx, w, s, b, o, ldo);
+  static constexpr bool kBlockSums = true;
+  static void run(const float* x, int64_t ldx, const float* sums, const uint8_t* w, int64_t s, int64_t b, float* o,
+                  int64_t ldo) {
+    q41_tile<ROWS, NP>(x, ldx, sums, w, s, b, o, ldo);
   }
 };
 template <int ROWS, int NP>
 struct Q80 {
-  static void run(const float* x, int64_t ldx, const uint8_t* w, int64_t s, int64_t b, float* o, int64_t ldo) {
-    q80_tile<ROWS, NP>(x, ldx, w, s, b, o, ldo);
+  static constexpr bool kBlockSums = false;
+  static void run(const float* x, int64_t ldx, const float* sums, const uint8_t* w, int64_t s, int64_t b, float* o,
+                  int64_t ldo) {
+    q80_tile<ROWS, NP>(x, ldx, sums, w, s, b, o, ldo);
   }
 };
 
@@ -147,6 +159,13 @@ at::Tensor block_linear(const at::Tensor& x, const at::Tensor& packed, int64_t r
   const uint8_t* w_data = packed.data_ptr<uint8_t>();
   float* out_data = out.data_ptr<float>();
   const int64_t panel_stride = blocks * record_bytes;
+  // Q4_1's offsets multiply each block's sum of x: [rows, blocks], once per call.
+  std::vector<float> sums(Kernel<1, 1>::kBlockSums ? rows * blocks : 0);
+  for (int64_t i = 0; i < static_cast<int64_t>(sums.size()); ++i) {
+    const float* xb = x_data + i * kBlock;  // row-major [rows, blocks, 32] is the input itself
+    sums[i] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_loadu_ps(xb), _mm512_loadu_ps(xb + 16)));
+  }
+  const float* sums_data = sums.data();
   const int64_t groups = (panels + kGroup - 1) / kGroup;
   at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
     for (int64_t g = begin; g < end; ++g) {
@@ -157,8 +176,9 @@ at::Tensor block_linear(const at::Tensor& x, const at::Tensor& packed, int64_t r
         const Tile tile = tile_for<Kernel>(tile_rows, step), single = tile_for<Kernel>(tile_rows, 1);
         for (int64_t p = first; p < last;) {
           const bool whole = p + step <= last;  // a group's last panels, when fewer than a call takes, one at a time
-          (whole ? tile : single)(x_data + r0 * in_features, in_features, w_data + p * panel_stride, panel_stride,
-                                  blocks, out_data + r0 * out_features + p * kPanel, out_features);
+          (whole ? tile : single)(x_data + r0 * in_features, in_features, sums_data + r0 * blocks,
+                                  w_data + p * panel_stride, panel_stride, blocks, out_data + r0 * out_features + p * kPanel,
+                                  out_features);
           p += whole ? step : 1;
         }
       }
@@ -238,7 +258,7 @@ at::Tensor decode_attention(const at::Tensor& query, const at::Tensor& keys, con
   const int64_t group = heads / kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
   float* o = out.data_ptr<float>();
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, length * dim));
+  const int64_t grain = std::max<int64_t>(1, 131072 / std::max<int64_t>(1, length * dim));  // ~0.1 ms a chunk
   at::parallel_for(0, rows * heads, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(length);
     std::vector<__m512> acc(dim / 16);
@@ -280,6 +300,51 @@ at::Tensor decode_attention(const at::Tensor& query, const at::Tensor& keys, con
   return out;
 }
 
+// The rotary embedding of a decode step's queries and keys, and the cache write, in one pass. qkv [rows,
+// (heads + 2 kv_heads) * dim] (the fused projection's output); cos, sin [rows, dim / 2] (each row's angles);
+// keys, values: the layer's cache buffers [>= rows, kv_heads, columns, dim], dim contiguous. The rotated keys
+// and the values go to column `column` of rows 0..rows-1; the rotated queries come back [rows, heads, 1, dim].
+// Rotation as transformers' Llama: out[i] = x[i] cos - x[i + half] sin, out[i + half] = x[i + half] cos + x[i] sin.
+at::Tensor rope_write_kv(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, at::Tensor keys,
+                         at::Tensor values, int64_t column, int64_t heads, int64_t kv_heads) {
+  TORCH_CHECK(qkv.dim() == 2 && qkv.is_contiguous() && qkv.scalar_type() == at::kFloat, "rope_write_kv: qkv [rows, width] float32");
+  const int64_t rows = qkv.size(0), width = qkv.size(1), all_heads = heads + 2 * kv_heads;
+  TORCH_CHECK(width % all_heads == 0, "rope_write_kv: width is not heads x dim");
+  const int64_t dim = width / all_heads, half = dim / 2;
+  TORCH_CHECK(cos.is_contiguous() && sin.is_contiguous() && cos.numel() == rows * half && sin.numel() == rows * half &&
+              cos.scalar_type() == at::kFloat && sin.scalar_type() == at::kFloat, "rope_write_kv: cos, sin [rows, dim / 2] float32");
+  TORCH_CHECK(keys.dim() == 4 && values.sizes() == keys.sizes() && keys.size(0) >= rows && keys.size(1) == kv_heads &&
+              keys.size(3) == dim && column >= 0 && column < keys.size(2) && keys.stride(3) == 1 && values.stride(3) == 1 &&
+              keys.scalar_type() == at::kFloat && values.scalar_type() == at::kFloat, "rope_write_kv: cache buffers do not fit");
+  at::Tensor query = at::empty({rows, heads, 1, dim}, qkv.options());
+  const float* src = qkv.data_ptr<float>();
+  const float* c = cos.data_ptr<float>();
+  const float* s = sin.data_ptr<float>();
+  float* q = query.data_ptr<float>();
+  float* k = keys.data_ptr<float>();
+  float* v = values.data_ptr<float>();
+  const int64_t ks0 = keys.stride(0), ks1 = keys.stride(1), ks2 = keys.stride(2);
+  const int64_t vs0 = values.stride(0), vs1 = values.stride(1), vs2 = values.stride(2);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* cr = c + r * half;
+    const float* sr = s + r * half;
+    for (int64_t h = 0; h < heads + kv_heads; ++h) {
+      const float* x = src + r * width + h * dim;
+      float* out = h < heads ? q + (r * heads + h) * dim : k + r * ks0 + (h - heads) * ks1 + column * ks2;
+      for (int64_t i = 0; i < half; ++i) {
+        const float x1 = x[i], x2 = x[i + half];
+        out[i] = x1 * cr[i] - x2 * sr[i];
+        out[i + half] = x2 * cr[i] + x1 * sr[i];
+      }
+    }
+    for (int64_t h = 0; h < kv_heads; ++h) {
+      const float* x = src + r * width + (heads + kv_heads + h) * dim;
+      std::copy(x, x + dim, v + r * vs0 + h * vs1 + column * vs2);
+    }
+  }
+  return query;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(sluice, m) {
@@ -287,6 +352,8 @@ TORCH_LIBRARY(sluice, m) {
   m.def("q8_0_linear(Tensor x, Tensor packed) -> Tensor");
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
   m.def("decode_attention(Tensor query, Tensor keys, Tensor values, Tensor? mask) -> Tensor");
+  m.def("rope_write_kv(Tensor qkv, Tensor cos, Tensor sin, Tensor(a!) keys, Tensor(b!) values, int column, int heads, "
+        "int kv_heads) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(sluice, CPU, m) {
@@ -294,4 +361,5 @@ TORCH_LIBRARY_IMPL(sluice, CPU, m) {
   m.impl("q8_0_linear", &q8_0_linear);
   m.impl("rms_norm", &rms_norm);
   m.impl("decode_attention", &decode_attention);
+  m.impl("rope_write_kv", &rope_write_kv);
 }
