@@ -197,7 +197,9 @@ def quality() -> None:
     served, _ = load_model_and_tokenizer(source, dtype=torch.float32, cache_dir=cache,
                                          weight_format=settings.SLUICE_WEIGHT_FORMAT)
     report = compare(reference, served, tokenizer)
-    print(f"quality of {settings.SLUICE_WEIGHT_FORMAT} against float32: {report.summary()}")
+    served_format = getattr(served, "weight_format", settings.SLUICE_WEIGHT_FORMAT)
+    print(f"quality of {served_format} (SLUICE_WEIGHT_FORMAT={settings.SLUICE_WEIGHT_FORMAT}) against float32: "
+          f"{report.summary()}")
     print(f"  first differing token per prompt (None: all {32} agree): {list(report.first_disagreements)}")
 
 

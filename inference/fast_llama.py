@@ -86,6 +86,12 @@ class FastLlama(nn.Module):
         self.small_kernels = kernels.available()
 
     @property
+    def kv_cache_dtype(self) -> torch.dtype:
+        """What the batch scheduler's key/value cache holds: float16 where the decode step runs on the kernels
+        (they read and write it; half the memory of float32, as llama.cpp's default cache), float32 otherwise."""
+        return torch.float16 if self.small_kernels else torch.float32
+
+    @property
     def dtype(self) -> torch.dtype:
         return torch.float32  # the residual stream's and the cache's; the matrices are in weight_format
 

@@ -138,8 +138,9 @@ class _BatchKV:
     # An empty batch keeps buffers up to this many columns; beyond it they are freed.
     KEEP_IDLE_COLUMNS = 1024
 
-    def __init__(self, max_rows: int) -> None:
+    def __init__(self, max_rows: int, dtype: torch.dtype | None = None) -> None:
         self.max_rows = max_rows
+        self.dtype = dtype  # the buffers' element type; None: the model's keys' own
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self.mask: torch.Tensor | None = None  # bool [rows, capacity]
@@ -169,7 +170,9 @@ class _BatchKV:
         keys, values = self.keys[layer_idx], self.values[layer_idx]
         keys[: self.n, :, self.end] = key_states[:, :, 0]
         values[: self.n, :, self.end] = value_states[:, :, 0]
-        return keys[: self.n, :, self.start : self.end + 1], values[: self.n, :, self.start : self.end + 1]
+        window = slice(self.start, self.end + 1)
+        # Buffers narrower than the model's keys (a float16 cache) widen back for its attention.
+        return keys[: self.n, :, window].to(key_states.dtype), values[: self.n, :, window].to(value_states.dtype)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.width
@@ -194,7 +197,7 @@ class _BatchKV:
                 # zeros, not empty: masked columns still enter the attention product (with weight 0), and a NaN
                 # bit pattern there would poison the whole row.
                 buffer = torch.zeros((rows, template.shape[1], capacity, template.shape[3]),
-                                     dtype=template.dtype, device=template.device)
+                                     dtype=self.dtype or template.dtype, device=template.device)
                 if self.n and width:
                     buffer[: self.n, :, new_window] = store[layer][: self.n, :, old_window]
                 # Replaced layer by layer, so the old buffer goes at once: the copy never holds two whole caches.
@@ -327,7 +330,8 @@ class BatchScheduler:
         self._closed = False
         self._steps = 0
 
-        self._kv = _BatchKV(max_rows)
+        # A model may keep its cache narrower than its activations (FastLlama on the kernels: float16).
+        self._kv = _BatchKV(max_rows, dtype=getattr(model, "kv_cache_dtype", None))
         self._prefixes = _PrefixCache(prefix_cache_entries)  # 0 turns sharing off
         self._chores: collections.deque[tuple[Callable[[], object], Future]] = collections.deque()
         self._last_prompt: list[int] | None = None

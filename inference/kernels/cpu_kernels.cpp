@@ -231,10 +231,70 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 // queries share a key/value head). query [rows, heads, 1, dim]; keys, values [rows, kv_heads, length, dim] (any
 // strides, dim contiguous: a window of the batch's cache); mask [rows, 1, 1, length] bool (true: attend) or
 // undefined (attend to all). Returns [rows, 1, heads * dim], what the output projection takes.
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load16(const at::Half* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+inline void store16(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
+inline void store16(at::Half* p, __m512 v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+template <typename T>
+void decode_attention_rows(const float* q, int64_t qs0, int64_t qs1, const T* k, int64_t ks0, int64_t ks1, int64_t ks2,
+                           const T* v, int64_t vs0, int64_t vs1, int64_t vs2, const bool* m, int64_t m_row,
+                           int64_t m_col, int64_t rows, int64_t heads, int64_t group, int64_t length, int64_t dim,
+                           float* o) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
+  const int64_t grain = std::max<int64_t>(1, 131072 / std::max<int64_t>(1, length * dim));  // ~0.1 ms a chunk
+  at::parallel_for(0, rows * heads, grain, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(length);
+    std::vector<__m512> acc(dim / 16);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t r = task / heads, h = task % heads, kvh = h / group;
+      const float* qv = q + r * qs0 + h * qs1;
+      const T* kr = k + r * ks0 + kvh * ks1;
+      const T* vr = v + r * vs0 + kvh * vs1;
+      float best = -INFINITY;
+      for (int64_t l = 0; l < length; ++l) {
+        if (m && !m[r * m_row + l * m_col]) {
+          scores[l] = -INFINITY;
+          continue;
+        }
+        __m512 dot = _mm512_setzero_ps();
+        for (int64_t i = 0; i < dim; i += 16) dot = _mm512_fmadd_ps(_mm512_loadu_ps(qv + i), load16(kr + l * ks2 + i), dot);
+        scores[l] = horizontal_sum(dot) * scale;
+        best = std::max(best, scores[l]);
+      }
+      for (auto& a : acc) a = _mm512_setzero_ps();
+      float total = 0.0f;
+      if (best > -INFINITY) {
+        for (int64_t l = 0; l < length; ++l) {
+          if (scores[l] == -INFINITY) continue;
+          const float p = std::exp(scores[l] - best);
+          total += p;
+          const __m512 pv = _mm512_set1_ps(p);
+          for (int64_t i = 0; i < dim; i += 16) acc[i / 16] = _mm512_fmadd_ps(pv, load16(vr + l * vs2 + i), acc[i / 16]);
+        }
+      }
+      // A row that attends to nothing gets zeros (torch's SDPA would give NaN; no live row is ever so).
+      const __m512 norm = _mm512_set1_ps(total > 0.0f ? 1.0f / total : 0.0f);
+      float* dst = o + r * heads * dim + h * dim;
+      for (int64_t i = 0; i < dim; i += 16) _mm512_storeu_ps(dst + i, _mm512_mul_ps(acc[i / 16], norm));
+    }
+  });
+}
+
+// Attention of one query per row over that row's cached keys and values, grouped-query (heads / kv_heads
+// queries share a key/value head). query [rows, heads, 1, dim] float32; keys, values [rows, kv_heads, length,
+// dim], float32 or float16 (any strides, dim contiguous: a window of the batch's cache); mask [rows, 1, 1,
+// length] bool (true: attend) or undefined (attend to all). Returns [rows, 1, heads * dim] float32, what the
+// output projection takes.
 at::Tensor decode_attention(const at::Tensor& query, const at::Tensor& keys, const at::Tensor& values,
                             const c10::optional<at::Tensor>& mask) {
-  TORCH_CHECK(query.scalar_type() == at::kFloat && keys.scalar_type() == at::kFloat && values.scalar_type() == at::kFloat,
-              "decode_attention: float32 only");
+  TORCH_CHECK(query.scalar_type() == at::kFloat && keys.scalar_type() == values.scalar_type() &&
+              (keys.scalar_type() == at::kFloat || keys.scalar_type() == at::kHalf),
+              "decode_attention: a float32 query, float32 or float16 keys and values");
   TORCH_CHECK(query.dim() == 4 && query.size(2) == 1 && keys.dim() == 4 && values.sizes() == keys.sizes(),
               "decode_attention: one query per row, keys and values alike");
   const int64_t rows = query.size(0), heads = query.size(1), dim = query.size(3);
@@ -247,56 +307,18 @@ at::Tensor decode_attention(const at::Tensor& query, const at::Tensor& keys, con
     TORCH_CHECK(mask->scalar_type() == at::kBool && mask->size(0) == rows && mask->size(-1) == length,
                 "decode_attention: mask [rows, 1, 1, length] bool");
   at::Tensor out = at::empty({rows, 1, heads * dim}, query.options());
-  const float* q = query.data_ptr<float>();
-  const float* k = keys.data_ptr<float>();
-  const float* v = values.data_ptr<float>();
   const bool* m = masked ? mask->data_ptr<bool>() : nullptr;
   const int64_t m_row = masked ? mask->stride(0) : 0, m_col = masked ? mask->stride(-1) : 0;
-  const int64_t qs0 = query.stride(0), qs1 = query.stride(1);
-  const int64_t ks0 = keys.stride(0), ks1 = keys.stride(1), ks2 = keys.stride(2);
-  const int64_t vs0 = values.stride(0), vs1 = values.stride(1), vs2 = values.stride(2);
-  const int64_t group = heads / kv_heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
-  float* o = out.data_ptr<float>();
-  const int64_t grain = std::max<int64_t>(1, 131072 / std::max<int64_t>(1, length * dim));  // ~0.1 ms a chunk
-  at::parallel_for(0, rows * heads, grain, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(length);
-    std::vector<__m512> acc(dim / 16);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t r = task / heads, h = task % heads, kvh = h / group;
-      const float* qv = q + r * qs0 + h * qs1;
-      const float* kr = k + r * ks0 + kvh * ks1;
-      const float* vr = v + r * vs0 + kvh * vs1;
-      float best = -INFINITY;
-      for (int64_t l = 0; l < length; ++l) {
-        if (m && !m[r * m_row + l * m_col]) {
-          scores[l] = -INFINITY;
-          continue;
-        }
-        __m512 dot = _mm512_setzero_ps();
-        for (int64_t i = 0; i < dim; i += 16)
-          dot = _mm512_fmadd_ps(_mm512_loadu_ps(qv + i), _mm512_loadu_ps(kr + l * ks2 + i), dot);
-        scores[l] = horizontal_sum(dot) * scale;
-        best = std::max(best, scores[l]);
-      }
-      for (auto& a : acc) a = _mm512_setzero_ps();
-      float total = 0.0f;
-      if (best > -INFINITY) {
-        for (int64_t l = 0; l < length; ++l) {
-          if (scores[l] == -INFINITY) continue;
-          const float p = std::exp(scores[l] - best);
-          total += p;
-          const __m512 pv = _mm512_set1_ps(p);
-          for (int64_t i = 0; i < dim; i += 16)
-            acc[i / 16] = _mm512_fmadd_ps(pv, _mm512_loadu_ps(vr + l * vs2 + i), acc[i / 16]);
-        }
-      }
-      // A row that attends to nothing gets zeros (torch's SDPA would give NaN; no live row is ever so).
-      const __m512 norm = _mm512_set1_ps(total > 0.0f ? 1.0f / total : 0.0f);
-      float* dst = o + r * heads * dim + h * dim;
-      for (int64_t i = 0; i < dim; i += 16) _mm512_storeu_ps(dst + i, _mm512_mul_ps(acc[i / 16], norm));
-    }
-  });
+  if (keys.scalar_type() == at::kHalf)
+    decode_attention_rows<at::Half>(query.data_ptr<float>(), query.stride(0), query.stride(1), keys.data_ptr<at::Half>(),
+                                    keys.stride(0), keys.stride(1), keys.stride(2), values.data_ptr<at::Half>(),
+                                    values.stride(0), values.stride(1), values.stride(2), m, m_row, m_col, rows, heads,
+                                    heads / kv_heads, length, dim, out.data_ptr<float>());
+  else
+    decode_attention_rows<float>(query.data_ptr<float>(), query.stride(0), query.stride(1), keys.data_ptr<float>(),
+                                 keys.stride(0), keys.stride(1), keys.stride(2), values.data_ptr<float>(),
+                                 values.stride(0), values.stride(1), values.stride(2), m, m_row, m_col, rows, heads,
+                                 heads / kv_heads, length, dim, out.data_ptr<float>());
   return out;
 }
 
@@ -305,43 +327,66 @@ at::Tensor decode_attention(const at::Tensor& query, const at::Tensor& keys, con
 // keys, values: the layer's cache buffers [>= rows, kv_heads, columns, dim], dim contiguous. The rotated keys
 // and the values go to column `column` of rows 0..rows-1; the rotated queries come back [rows, heads, 1, dim].
 // Rotation as transformers' Llama: out[i] = x[i] cos - x[i + half] sin, out[i + half] = x[i + half] cos + x[i] sin.
+template <typename T>
+void rope_write_rows(const float* src, int64_t rows, int64_t width, int64_t heads, int64_t kv_heads, int64_t dim,
+                     const float* c, const float* s, float* q, T* k, int64_t ks0, int64_t ks1, int64_t ks2, T* v,
+                     int64_t vs0, int64_t vs1, int64_t vs2, int64_t column) {
+  const int64_t half = dim / 2;
+  std::vector<float> rotated(dim);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* cr = c + r * half;
+    const float* sr = s + r * half;
+    for (int64_t h = 0; h < heads + kv_heads; ++h) {
+      const float* x = src + r * width + h * dim;
+      float* out = h < heads ? q + (r * heads + h) * dim : rotated.data();
+      for (int64_t i = 0; i < half; ++i) {
+        const float x1 = x[i], x2 = x[i + half];
+        out[i] = x1 * cr[i] - x2 * sr[i];
+        out[i + half] = x2 * cr[i] + x1 * sr[i];
+      }
+      if (h >= heads) {
+        T* key = k + r * ks0 + (h - heads) * ks1 + column * ks2;
+        for (int64_t i = 0; i < dim; i += 16) store16(key + i, _mm512_loadu_ps(out + i));
+      }
+    }
+    for (int64_t h = 0; h < kv_heads; ++h) {
+      const float* x = src + r * width + (heads + kv_heads + h) * dim;
+      T* value = v + r * vs0 + h * vs1 + column * vs2;
+      for (int64_t i = 0; i < dim; i += 16) store16(value + i, _mm512_loadu_ps(x + i));
+    }
+  }
+}
+
+// The rotary embedding of a decode step's queries and keys, and the cache write, in one pass. qkv [rows,
+// (heads + 2 kv_heads) * dim] (the fused projection's output); cos, sin [rows, dim / 2] (each row's angles);
+// keys, values: the layer's cache buffers [>= rows, kv_heads, columns, dim], float32 or float16, dim contiguous.
+// The rotated keys and the values go to column `column` of rows 0..rows-1; the rotated queries come back
+// [rows, heads, 1, dim] float32. Rotation as transformers' Llama: out[i] = x[i] cos - x[i + half] sin,
+// out[i + half] = x[i + half] cos + x[i] sin.
 at::Tensor rope_write_kv(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, at::Tensor keys,
                          at::Tensor values, int64_t column, int64_t heads, int64_t kv_heads) {
   TORCH_CHECK(qkv.dim() == 2 && qkv.is_contiguous() && qkv.scalar_type() == at::kFloat, "rope_write_kv: qkv [rows, width] float32");
   const int64_t rows = qkv.size(0), width = qkv.size(1), all_heads = heads + 2 * kv_heads;
   TORCH_CHECK(width % all_heads == 0, "rope_write_kv: width is not heads x dim");
   const int64_t dim = width / all_heads, half = dim / 2;
+  TORCH_CHECK(dim % 16 == 0, "rope_write_kv: head dim must be a multiple of 16");
   TORCH_CHECK(cos.is_contiguous() && sin.is_contiguous() && cos.numel() == rows * half && sin.numel() == rows * half &&
               cos.scalar_type() == at::kFloat && sin.scalar_type() == at::kFloat, "rope_write_kv: cos, sin [rows, dim / 2] float32");
   TORCH_CHECK(keys.dim() == 4 && values.sizes() == keys.sizes() && keys.size(0) >= rows && keys.size(1) == kv_heads &&
               keys.size(3) == dim && column >= 0 && column < keys.size(2) && keys.stride(3) == 1 && values.stride(3) == 1 &&
-              keys.scalar_type() == at::kFloat && values.scalar_type() == at::kFloat, "rope_write_kv: cache buffers do not fit");
+              keys.scalar_type() == values.scalar_type() &&
+              (keys.scalar_type() == at::kFloat || keys.scalar_type() == at::kHalf), "rope_write_kv: cache buffers do not fit");
   at::Tensor query = at::empty({rows, heads, 1, dim}, qkv.options());
-  const float* src = qkv.data_ptr<float>();
-  const float* c = cos.data_ptr<float>();
-  const float* s = sin.data_ptr<float>();
-  float* q = query.data_ptr<float>();
-  float* k = keys.data_ptr<float>();
-  float* v = values.data_ptr<float>();
-  const int64_t ks0 = keys.stride(0), ks1 = keys.stride(1), ks2 = keys.stride(2);
-  const int64_t vs0 = values.stride(0), vs1 = values.stride(1), vs2 = values.stride(2);
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* cr = c + r * half;
-    const float* sr = s + r * half;
-    for (int64_t h = 0; h < heads + kv_heads; ++h) {
-      const float* x = src + r * width + h * dim;
-      float* out = h < heads ? q + (r * heads + h) * dim : k + r * ks0 + (h - heads) * ks1 + column * ks2;
-      for (int64_t i = 0; i < half; ++i) {
-        const float x1 = x[i], x2 = x[i + half];
-        out[i] = x1 * cr[i] - x2 * sr[i];
-        out[i + half] = x2 * cr[i] + x1 * sr[i];
-      }
-    }
-    for (int64_t h = 0; h < kv_heads; ++h) {
-      const float* x = src + r * width + (heads + kv_heads + h) * dim;
-      std::copy(x, x + dim, v + r * vs0 + h * vs1 + column * vs2);
-    }
-  }
+  if (keys.scalar_type() == at::kHalf)
+    rope_write_rows<at::Half>(qkv.data_ptr<float>(), rows, width, heads, kv_heads, dim, cos.data_ptr<float>(),
+                              sin.data_ptr<float>(), query.data_ptr<float>(), keys.data_ptr<at::Half>(), keys.stride(0),
+                              keys.stride(1), keys.stride(2), values.data_ptr<at::Half>(), values.stride(0),
+                              values.stride(1), values.stride(2), column);
+  else
+    rope_write_rows<float>(qkv.data_ptr<float>(), rows, width, heads, kv_heads, dim, cos.data_ptr<float>(),
+                           sin.data_ptr<float>(), query.data_ptr<float>(), keys.data_ptr<float>(), keys.stride(0),
+                           keys.stride(1), keys.stride(2), values.data_ptr<float>(), values.stride(0), values.stride(1),
+                           values.stride(2), column);
   return query;
 }
 
