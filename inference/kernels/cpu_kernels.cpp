@@ -30,7 +30,7 @@ constexpr int64_t kBlock = 32;
 constexpr int64_t kQ41Bytes = 256 + 32 + 32;
 constexpr int64_t kQ80Bytes = 512 + 32;
 constexpr int64_t kGroup = 4;  // panels a thread takes at a time
-constexpr int64_t kMaxRows = 8;  // activation rows a tile multiplies at once
+constexpr int64_t kMaxRows = 12;  // activation rows a tile multiplies at once
 
 // rows x NP panels of output, over the whole input: acc[r][p] holds out[r][16p .. 16p+15]. Per block,
 // sum_k x_k (d q_k + m) = d * sum_k x_k q_k + m * sum_k x_k: the 4-bit values go to float by a table lookup
@@ -119,7 +119,7 @@ struct Q80 {
 };
 
 // The panels one call takes for a tile of this many rows: few rows take several panels, so that enough
-// independent sums are in flight; 5 or more rows give enough on one panel (and more would run out of registers).
+// independent sums are in flight; 5 to 12 rows give enough on one panel (12 rows use 24 of the 32 registers).
 inline int64_t panels_per_call(int64_t rows) { return rows <= 2 ? 4 : rows <= 4 ? 2 : 1; }
 
 template <template <int, int> class Kernel, int NP>
@@ -132,7 +132,11 @@ Tile tile_for_rows(int64_t rows) {
     case 5: return Kernel<5, 1>::run;
     case 6: return Kernel<6, 1>::run;
     case 7: return Kernel<7, 1>::run;
-    default: return Kernel<8, 1>::run;
+    case 8: return Kernel<8, 1>::run;
+    case 9: return Kernel<9, 1>::run;
+    case 10: return Kernel<10, 1>::run;
+    case 11: return Kernel<11, 1>::run;
+    default: return Kernel<12, 1>::run;
   }
 }
 
