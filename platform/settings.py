@@ -185,7 +185,7 @@ SLUICE_MAX_BATCH_SIZE = env_int("SLUICE_MAX_BATCH_SIZE", 16, minimum=1, maximum=
 SLUICE_MAX_QUEUE = env_int("SLUICE_MAX_QUEUE", 64, minimum=0)
 # The interpreter's GIL switch interval once a local model is served (0: Python's own 5 ms); see
 # inference/engines/transformers_engine.py.
-SLUICE_GIL_SWITCH_INTERVAL_S = env_float("SLUICE_GIL_SWITCH_INTERVAL_S", 0.0005)
+SLUICE_GIL_SWITCH_INTERVAL_S = env_float("SLUICE_GIL_SWITCH_INTERVAL_S", 0.0001)
 SLUICE_TORCH_THREADS = env_int("SLUICE_TORCH_THREADS", 0, minimum=0)  # the model's CPU threads; 0 = every CPU
 # Fair sharing between accounts (inference/fair_queue.py; README "Fair sharing"). Off: first come, first served.
 SLUICE_FAIR_SHARING = env_bool("SLUICE_FAIR_SHARING", True)

@@ -41,8 +41,9 @@ class TransformersEngine(Engine):
         waiting = (FairQueue(max_batch_size, burst_rows=settings.SLUICE_FAIR_BURST_ROWS) if settings.SLUICE_FAIR_SHARING
                    else FcfsQueue(max_batch_size))
         # The scheduler's thread runs Python between kernel calls; behind request threads (streams, moderation)
-        # it would wait up to the interpreter's 5 ms switch interval for the GIL at each. A shorter interval:
-        # single-stream tokens/s over HTTP 96 -> 101 (median of 5), 4 streams 211 -> 240 (benchmarks/llama_server_bench.py).
+        # it would wait up to the interpreter's 5 ms switch interval for the GIL at each. Over HTTP
+        # (benchmarks/llama_server_bench.py, medians): 0.1 ms gave one stream 119 tokens/s against 108 with
+        # 2 ms and ~98 with 0.5 ms; 4 streams 270 against ~215, 16 streams 392 against ~340.
         if settings.SLUICE_GIL_SWITCH_INTERVAL_S:
             sys.setswitchinterval(settings.SLUICE_GIL_SWITCH_INTERVAL_S)
         self.scheduler = BatchScheduler(
