@@ -307,14 +307,7 @@ class Q80Linear(PackedLinear):
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows ``ids`` of the weight, de-quantized: [..., in_features] float32."""
-        panels, blocks, _ = self.packed.shape
-        flat = ids.reshape(-1)
-        panel, lane = flat // PANEL, flat % PANEL
-        values = self.packed[..., :512].view(torch.int8).view(panels, blocks, INT4_GROUP, PANEL)
-        scales = self.packed[..., 512:].contiguous().view(torch.float16).view(panels, blocks, PANEL)
-        q = values[panel, :, :, lane].to(torch.float32)  # [n, blocks, 32]
-        d = scales[panel, :, lane].to(torch.float32)  # [n, blocks]
-        return (q * d[..., None]).reshape(*ids.shape, self.in_features)
+        return torch.ops.sluice.q8_0_rows(self.packed, ids)
 
     def dequantize(self) -> torch.Tensor:
         return self.embed(torch.arange(self.out_features))

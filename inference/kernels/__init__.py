@@ -18,6 +18,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
+EXTENSION_NAME = "sluice_cpu_kernels"
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "f16c", "fma")
 COMPILE_FLAGS = ["-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c"]
 
@@ -63,9 +64,27 @@ def _build() -> tuple[bool, str]:
     scripts = sysconfig.get_path("scripts")
     if scripts and scripts not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
+    _remove_stale_build_lock(cpp_extension)
     try:
-        cpp_extension.load(name="sluice_cpu_kernels", sources=[str(SOURCE)], extra_cflags=COMPILE_FLAGS,
+        cpp_extension.load(name=EXTENSION_NAME, sources=[str(SOURCE)], extra_cflags=COMPILE_FLAGS,
                            extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
     except Exception as error:  # no compiler, no ninja, a failed build: say so, serve another format
         return False, f"building {SOURCE.name} failed: {str(error).strip().splitlines()[-1] if str(error).strip() else error!r}"
     return True, ""
+
+
+STALE_LOCK_S = 600  # a build takes ~15 s; a lock this old was left by a build that was killed
+
+
+def _remove_stale_build_lock(cpp_extension) -> None:
+    """torch's builder serialises builds with a lock file and waits on it forever: a build killed midway (a
+    worker stopped at start-up) would leave every later start waiting. A lock older than any build is dropped."""
+    import time
+
+    try:
+        lock = Path(cpp_extension._get_build_directory(EXTENSION_NAME, verbose=False)) / "lock"
+        if time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+            logger.warning("Removing %s, left by a kernel build that did not finish", lock)
+            lock.unlink()
+    except (OSError, AttributeError):  # no lock (the usual case), or a torch without this private helper
+        pass

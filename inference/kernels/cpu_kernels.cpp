@@ -203,6 +203,25 @@ at::Tensor q8_0_linear(const at::Tensor& x, const at::Tensor& packed) {
 
 inline float horizontal_sum(__m512 v) { return _mm512_reduce_add_ps(v); }
 
+// e^x for x <= 0 (Cephes' expf: 2^n e^r, |r| <= ln 2 / 2, degree-5 polynomial; relative error ~1e-7);
+// x below -87 (and -inf) gives 0.
+inline __m512 exp_nonpositive(__m512 x) {
+  const __mmask16 tiny = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_LT_OQ);
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_maskz_mov_ps(static_cast<__mmask16>(~tiny), _mm512_scalef_ps(p, n));
+}
+
 // y = x / sqrt(mean(x^2) + eps) * weight, per row of x [rows, width] (width a multiple of 16).
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   TORCH_CHECK(x.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat, "rms_norm: float32 only");
@@ -231,10 +250,7 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   return out;
 }
 
-// Attention of one query per row over that row's cached keys and values, grouped-query (heads / kv_heads
-// queries share a key/value head). query [rows, heads, 1, dim]; keys, values [rows, kv_heads, length, dim] (any
-// strides, dim contiguous: a window of the batch's cache); mask [rows, 1, 1, length] bool (true: attend) or
-// undefined (attend to all). Returns [rows, 1, heads * dim], what the output projection takes.
+// float32 or float16 cache elements, 16 at a time.
 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
 inline __m512 load16(const at::Half* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
@@ -251,8 +267,9 @@ void decode_attention_rows(const float* q, int64_t qs0, int64_t qs1, const T* k,
                            float* o) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
   const int64_t grain = std::max<int64_t>(1, 131072 / std::max<int64_t>(1, length * dim));  // ~0.1 ms a chunk
+  const int64_t padded = (length + 15) / 16 * 16;
   at::parallel_for(0, rows * heads, grain, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(length);
+    std::vector<float> scores(padded, -INFINITY);  // the padding past `length` stays -inf
     std::vector<__m512> acc(dim / 16);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t r = task / heads, h = task % heads, kvh = h / group;
@@ -273,10 +290,19 @@ void decode_attention_rows(const float* q, int64_t qs0, int64_t qs1, const T* k,
       for (auto& a : acc) a = _mm512_setzero_ps();
       float total = 0.0f;
       if (best > -INFINITY) {
+        // Softmax weights 16 at a time (masked and padding columns give exactly 0), then the weighted values.
+        const __m512 top = _mm512_set1_ps(best);
+        __m512 sum = _mm512_setzero_ps();
+        std::vector<float> weights(padded);
+        for (int64_t l = 0; l < padded; l += 16) {
+          const __m512 w = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(scores.data() + l), top));
+          _mm512_storeu_ps(weights.data() + l, w);
+          sum = _mm512_add_ps(sum, w);
+        }
+        total = horizontal_sum(sum);
         for (int64_t l = 0; l < length; ++l) {
-          if (scores[l] == -INFINITY) continue;
-          const float p = std::exp(scores[l] - best);
-          total += p;
+          const float p = weights[l];
+          if (p == 0.0f) continue;
           const __m512 pv = _mm512_set1_ps(p);
           for (int64_t i = 0; i < dim; i += 16) acc[i / 16] = _mm512_fmadd_ps(pv, load16(vr + l * vs2 + i), acc[i / 16]);
         }
@@ -394,11 +420,38 @@ at::Tensor rope_write_kv(const at::Tensor& qkv, const at::Tensor& cos, const at:
   return query;
 }
 
+// Rows `ids` of a Q8_0 table held as q8_0_linear's records, de-quantized: [..., in_features] float32 (the
+// input embedding, read from the tied LM head's table).
+at::Tensor q8_0_rows(const at::Tensor& packed, const at::Tensor& ids) {
+  TORCH_CHECK(packed.dim() == 3 && packed.scalar_type() == at::kByte && packed.size(2) == kQ80Bytes && packed.is_contiguous(),
+              "q8_0_rows: packed weights must be contiguous uint8 [panels, blocks, 544]");
+  const at::Tensor flat = ids.reshape(-1).to(at::kLong).contiguous();
+  const int64_t n = flat.numel(), panels = packed.size(0), blocks = packed.size(1), width = blocks * kBlock;
+  at::Tensor out = at::empty({n, width}, packed.options().dtype(at::kFloat));
+  const int64_t* id = flat.data_ptr<int64_t>();
+  const uint8_t* w = packed.data_ptr<uint8_t>();
+  float* dst = out.data_ptr<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    TORCH_CHECK(id[i] >= 0 && id[i] < panels * kPanel, "q8_0_rows: id ", id[i], " out of range");
+    const int64_t panel = id[i] / kPanel, lane = id[i] % kPanel;
+    for (int64_t j = 0; j < blocks; ++j) {
+      const uint8_t* record = w + (panel * blocks + j) * kQ80Bytes;
+      const float d = static_cast<float>(reinterpret_cast<const at::Half*>(record + 512)[lane]);
+      for (int64_t k = 0; k < kBlock; ++k)
+        dst[i * width + j * kBlock + k] = static_cast<float>(static_cast<int8_t>(record[k * kPanel + lane])) * d;
+    }
+  }
+  std::vector<int64_t> shape(ids.sizes().begin(), ids.sizes().end());
+  shape.push_back(width);
+  return out.view(shape);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(sluice, m) {
   m.def("q4_1_linear(Tensor x, Tensor packed) -> Tensor");
   m.def("q8_0_linear(Tensor x, Tensor packed) -> Tensor");
+  m.def("q8_0_rows(Tensor packed, Tensor ids) -> Tensor");
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
   m.def("decode_attention(Tensor query, Tensor keys, Tensor values, Tensor? mask) -> Tensor");
   m.def("rope_write_kv(Tensor qkv, Tensor cos, Tensor sin, Tensor(a!) keys, Tensor(b!) values, int column, int heads, "
@@ -408,6 +461,7 @@ TORCH_LIBRARY(sluice, m) {
 TORCH_LIBRARY_IMPL(sluice, CPU, m) {
   m.impl("q4_1_linear", &q4_1_linear);
   m.impl("q8_0_linear", &q8_0_linear);
+  m.impl("q8_0_rows", &q8_0_rows);
   m.impl("rms_norm", &rms_norm);
   m.impl("decode_attention", &decode_attention);
   m.impl("rope_write_kv", &rope_write_kv);
