@@ -227,11 +227,8 @@ def _float16_bytes(values: torch.Tensor, rows: int) -> torch.Tensor:
     return _panels(values.to(torch.float16), rows).contiguous().view(torch.uint8)
 
 
-class Q41Linear(PackedLinear):
-    """int4 in GGUF's Q4_1 blocks (32 inputs, w = d * q + m, d and m float16), float32 in and out: a Q4_1 GGUF's
-    matrices exactly as stored, ~5 bits a weight. Needs this CPU's AVX-512 and Sluice's kernel."""
-
-    format = "q4_1"
+class _BlockRecordsLinear(PackedLinear):
+    """A matrix held as records of 16 output rows x 32 inputs (see the kernels' header), one uint8 tensor."""
 
     def __init__(self, packed: torch.Tensor) -> None:
         panels, blocks, _ = packed.shape
@@ -239,12 +236,27 @@ class Q41Linear(PackedLinear):
         self.register_buffer("packed", packed.contiguous())
 
     @classmethod
-    def quantize(cls, weight: torch.Tensor) -> "Q41Linear":
-        weight = weight.to(torch.float32)
+    def from_state(cls, state):
+        return cls(state["packed"])
+
+    @classmethod
+    def _blocks(cls, weight: torch.Tensor) -> tuple[int, int, torch.Tensor]:
+        """rows, inputs and the float32 weight as [rows, inputs / 32, 32]; a shape the records cannot hold is refused."""
         rows, cols = weight.shape
         if rows % PANEL or cols % INT4_GROUP:
-            raise ValueError(f"q4_1 needs rows in 16s and inputs in 32s, not {rows} x {cols}")
-        groups = weight.view(rows, cols // INT4_GROUP, INT4_GROUP)
+            raise ValueError(f"{cls.format} needs rows in 16s and inputs in 32s, not {rows} x {cols}")
+        return rows, cols, weight.to(torch.float32).reshape(rows, cols // INT4_GROUP, INT4_GROUP)
+
+
+class Q41Linear(_BlockRecordsLinear):
+    """int4 in GGUF's Q4_1 blocks (32 inputs, w = d * q + m, d and m float16), float32 in and out: a Q4_1 GGUF's
+    matrices exactly as stored, ~5 bits a weight. Needs this CPU's AVX-512 and Sluice's kernel."""
+
+    format = "q4_1"
+
+    @classmethod
+    def quantize(cls, weight: torch.Tensor) -> "Q41Linear":
+        rows, cols, groups = cls._blocks(weight)
         low, high = groups.amin(dim=-1), groups.amax(dim=-1)
         # A Q4_1 block uses q = 0 and q = 15 (its encoder takes min and max), so min and (max - min) / 15 give
         # back its m and d, which were float16 to begin with.
@@ -257,10 +269,6 @@ class Q41Linear(PackedLinear):
         nibbles = (pairs[:, :, :, 0] | (pairs[:, :, :, 1] << 4)).reshape(rows // PANEL, cols // INT4_GROUP, 256)
         packed = torch.cat([nibbles, _float16_bytes(scale, rows), _float16_bytes(offset, rows)], dim=-1)
         return cls(packed)
-
-    @classmethod
-    def from_state(cls, state):
-        return cls(state["packed"])
 
     def dequantize(self) -> torch.Tensor:
         """The float32 weight [out, in] this matrix multiplies by (for checks)."""
@@ -276,34 +284,21 @@ class Q41Linear(PackedLinear):
         return torch.ops.sluice.q4_1_linear(x2d.to(torch.float32), self.packed)
 
 
-class Q80Linear(PackedLinear):
+class Q80Linear(_BlockRecordsLinear):
     """int8 in GGUF's Q8_0 blocks (32 inputs, w = d * q, d float16), float32 in and out: the packaged GGUF's
     tied embedding / LM head exactly as stored. Its rows are also looked up as the input embedding (``embed``),
     so the table is held once."""
 
     format = "q8_0"
 
-    def __init__(self, packed: torch.Tensor) -> None:
-        panels, blocks, _ = packed.shape
-        super().__init__(panels * PANEL, blocks * INT4_GROUP)
-        self.register_buffer("packed", packed.contiguous())
-
     @classmethod
     def quantize(cls, weight: torch.Tensor) -> "Q80Linear":
-        weight = weight.to(torch.float32)
-        rows, cols = weight.shape
-        if rows % PANEL or cols % INT4_GROUP:
-            raise ValueError(f"q8_0 needs rows in 16s and inputs in 32s, not {rows} x {cols}")
-        blocks = weight.view(rows, cols // INT4_GROUP, INT4_GROUP)
+        rows, cols, blocks = cls._blocks(weight)
         scale = (blocks.abs().amax(dim=-1) / 127).to(torch.float16).to(torch.float32)
         safe = torch.where(scale > 0, scale, torch.ones_like(scale))
         q = torch.round(blocks / safe[..., None]).clamp(-127, 127).to(torch.int8)
         values = _panels(q, rows).reshape(rows // PANEL, cols // INT4_GROUP, 512).view(torch.uint8)
         return cls(torch.cat([values, _float16_bytes(scale, rows)], dim=-1))
-
-    @classmethod
-    def from_state(cls, state):
-        return cls(state["packed"])
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows ``ids`` of the weight, de-quantized: [..., in_features] float32."""
