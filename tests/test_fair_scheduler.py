@@ -169,8 +169,11 @@ def test_an_account_past_its_concurrency_limits_gets_a_429_over_http_and_others_
         429, "rate_limit_exceeded", 0, 0)
 
     other = Api(client, key_create(account=account_get_or_create(name="other")).plaintext)
-    served = other.post(CHAT, {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5})
-    assert served.status_code == 200 and served.json()["usage"]["completion_tokens"] == 5
+    # ignore_eos: the random tiny model's greedy choice can be its end token, depending on the CPU threads'
+    # summation order (the clean-clone CI run got 3 of 5 tokens); what is under test is that it is served.
+    served = other.post(CHAT, {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5,
+                               "ignore_eos": True})
+    assert served.status_code == 200 and served.json()["usage"]["completion_tokens"] == 5, served.content
     for response in (running, waiting):
         disconnect_client(response)
 
