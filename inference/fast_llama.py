@@ -4,8 +4,9 @@ transformers' Llama runs ~1,200 small tensor operations per decode step of SmolL
 CPU cores that Python and dispatch work costs as much as the arithmetic at one stream. This module computes
 the same function with fewer, larger operations: the query, key and value matrices are one matrix, the gate
 and up matrices are one, rotary embeddings turn the queries and keys in one go, and the cosines and sines are
-computed once per step, not per layer. The residual stream, the norms, attention and the key/value cache stay
-float32; only the matrices are packed.
+computed once per step, not per layer. The residual stream, the norms and attention stay float32; only the
+matrices are packed. Where Sluice's CPU kernels run (``inference.kernels``), a decode step calls them for the
+norms, the rotation with the cache write and the attention, and the scheduler's cache is float16.
 
 It is called the way the batch scheduler calls a transformers model (``input_ids``, a boolean 4D
 ``attention_mask`` or None for plain causal, ``position_ids``, a ``past_key_values`` object with

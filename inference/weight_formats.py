@@ -63,34 +63,29 @@ class PackedLinear(nn.Module):
         return f"{self.format}, in_features={self.in_features}, out_features={self.out_features}"
 
 
-class Float32Linear(PackedLinear):
-    format = "float32"
+class _DenseLinear(PackedLinear):
+    """The weight as a plain matrix of ``dtype``, multiplied in that dtype."""
+
+    dtype = torch.float32
 
     def __init__(self, weight: torch.Tensor) -> None:
         super().__init__(*weight.shape)
-        self.register_buffer("weight", weight.to(torch.float32).contiguous())
+        self.register_buffer("weight", weight.to(self.dtype).contiguous())
 
     @classmethod
     def from_state(cls, state):
         return cls(state["weight"])
 
     def matmul(self, x2d):
-        return torch.nn.functional.linear(x2d.to(torch.float32), self.weight)
+        return torch.nn.functional.linear(x2d.to(self.dtype), self.weight)
 
 
-class BFloat16Linear(PackedLinear):
-    format = "bfloat16"
+class Float32Linear(_DenseLinear):
+    format, dtype = "float32", torch.float32
 
-    def __init__(self, weight: torch.Tensor) -> None:
-        super().__init__(*weight.shape)
-        self.register_buffer("weight", weight.to(torch.bfloat16).contiguous())
 
-    @classmethod
-    def from_state(cls, state):
-        return cls(state["weight"])
-
-    def matmul(self, x2d):
-        return torch.nn.functional.linear(x2d.to(torch.bfloat16), self.weight)
+class BFloat16Linear(_DenseLinear):
+    format, dtype = "bfloat16", torch.bfloat16
 
 
 class Float16Linear(PackedLinear):

@@ -1,10 +1,11 @@
 """Sluice's own CPU kernels (C++, compiled on first use with torch's extension builder, cached by it).
 
 ``cpu_kernels.cpp`` (AVX-512) multiplies float32 activations by matrices held in GGUF's Q4_1 and Q8_0 blocks,
-and runs the small operations of a decode step (RMS norm, one query's attention over the cache) without
-torch's general-case overhead; see its header. ``available()`` compiles and loads it once per process (~30 s the first time on a machine,
-then a cached library in torch's extensions folder, ``TORCH_EXTENSIONS_DIR``); where this CPU lacks AVX-512 or
-the build fails, it says False and why, and the weight formats that need it are refused.
+and runs the small operations of a decode step (RMS norm, the rotation with the cache write, one query's
+attention over the cache, the embedding lookup) without torch's general-case overhead; see its header.
+``available()`` compiles and loads it once per process (~15 s the first time on a machine, then a cached library
+in torch's extensions folder, ``TORCH_EXTENSIONS_DIR``); where this CPU lacks AVX-512 or the build fails, it says
+False and why, and the weight formats that need it are refused.
 """
 
 from __future__ import annotations
@@ -37,12 +38,12 @@ def cpu_lacks() -> list[str]:
 
 
 def available() -> bool:
-    """Whether ``torch.ops.sluice.q4_1_linear`` and ``q8_0_linear`` can run here (built and loaded once)."""
+    """Whether the ``torch.ops.sluice`` kernels can run here (built and loaded once)."""
     with _lock:
         if "ok" not in _state:
             _state["ok"], _state["why"] = _build()
             if not _state["ok"]:
-                logger.warning("Sluice's GGUF kernels are not available: %s", _state["why"])
+                logger.warning("Sluice's CPU kernels are not available: %s", _state["why"])
         return bool(_state["ok"])
 
 
